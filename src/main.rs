@@ -1,0 +1,109 @@
+//! The `portcullis` command line: run the gateway, check a configuration, print a secret, run the demo.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use portcullis::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "portcullis",
+    version,
+    about = "An authenticating reverse proxy: OpenID Connect login in front of any web application"
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(
+        long,
+        global = true,
+        default_value = "gateway.toml",
+        value_name = "PATH"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate the configuration and exit 0 (valid) or 1 (invalid).
+    Check,
+    /// Print a fresh random 32-byte session secret (base64url).
+    Secret,
+    /// Run a self-contained demo on loopback: an OpenID provider, a demo app and the gateway.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Secret) => match portcullis::config::generate_secret() {
+            Ok(secret) => {
+                println!("{secret}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&e),
+        },
+        Some(Command::Check) => match Config::load(&cli.config) {
+            Ok(config) => {
+                let rt = runtime();
+                match rt.block_on(portcullis::check(&config)) {
+                    Ok(summary) => {
+                        println!(
+                            "{}: configuration is valid; {summary}",
+                            cli.config.display()
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => fail(&e),
+                }
+            }
+            Err(e) => fail(&e.to_string()),
+        },
+        Some(Command::Demo) => match runtime().block_on(portcullis::demo::run()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&format!("{e:#}")),
+        },
+        None => match Config::load(&cli.config) {
+            Ok(config) => match runtime().block_on(run(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&format!("{e:#}")),
+            },
+            Err(e) => fail(&e.to_string()),
+        },
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("portcullis: {message}");
+    ExitCode::FAILURE
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+async fn run(config: Config) -> anyhow::Result<()> {
+    portcullis::telemetry::init(&config.log);
+    let listen = config.server.listen;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        listen = %listener.local_addr()?,
+        public_url = %config.server.public_url,
+        upstream = %config.upstream.url,
+        "portcullis started"
+    );
+    portcullis::run(config, listener, portcullis::shutdown_signal())
+        .await
+        .map_err(anyhow::Error::msg)?;
+    tracing::info!("portcullis stopped");
+    Ok(())
+}

@@ -1,0 +1,562 @@
+//! Forwarding to the upstream: strip, then set headers; stream both bodies; tunnel upgrades.
+//!
+//! The proxy sees a request that routing and policy have already admitted and, on an authenticated route,
+//! the identity headers to add; it never sees a cookie or a token response. Header handling follows one
+//! order, so nothing a client sends can survive in the place of something the gateway sets:
+//! 1. remove hop-by-hop headers (RFC 9110 section 7.6.1) and every header named in `Connection`;
+//! 2. remove every client-sent copy of the identity headers and of the forwarding headers the gateway
+//!    sets, also under names that differ only by `_` for `-` (CGI, PHP and Django map both to one variable);
+//! 3. set `X-Forwarded-For/-Proto/-Host` (incoming ones kept only from `server.trusted_proxies`), `Host`,
+//!    and the identity headers, each built as a `HeaderValue` so nothing can be spliced into them.
+//!
+//! Bodies are hyper `Incoming` streams handed straight to the other side: memory stays constant whatever
+//! the size. Upstream connections are pooled by the hyper-util client.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body_util::Either;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use ipnet::IpNet;
+use url::Url;
+
+use crate::error::{ErrorKind, GatewayError};
+use crate::Body;
+
+/// What the server knows about the connection a request came on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub peer: SocketAddr,
+    pub tls: bool,
+}
+
+/// Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
+/// proxy-authentication pair, which is addressed to the first proxy and must not travel further.
+const HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("proxy-connection"),
+    HeaderName::from_static("keep-alive"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHORIZATION,
+    header::PROXY_AUTHENTICATE,
+];
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_FORWARDED_ACCESS_TOKEN: HeaderName =
+    HeaderName::from_static("x-forwarded-access-token");
+const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+
+/// Headers the gateway sets itself and that a claim mapping may not take over.
+pub fn is_reserved_header(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+        || [
+            header::HOST,
+            header::COOKIE,
+            header::SET_COOKIE,
+            header::CONTENT_LENGTH,
+            header::CONTENT_TYPE,
+            header::AUTHORIZATION,
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            X_FORWARDED_ACCESS_TOKEN,
+            FORWARDED,
+        ]
+        .contains(name)
+}
+
+/// One upstream, parsed once at start-up.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    authority: Authority,
+    /// The upstream URL's path without its trailing `/`, prepended to every forwarded path.
+    base_path: String,
+    /// `Host` sent when the client's is not preserved.
+    host: HeaderValue,
+}
+
+impl Upstream {
+    pub fn from_url(url: &Url) -> Upstream {
+        let host = url.host_str().unwrap_or_default();
+        let host = if host.contains(':') && !host.starts_with('[') {
+            format!("[{host}]")
+        } else {
+            host.to_string()
+        };
+        let authority = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host,
+        };
+        Upstream {
+            authority: authority
+                .parse()
+                .expect("a validated URL's host and port form an authority"),
+            base_path: url.path().trim_end_matches('/').to_string(),
+            host: HeaderValue::from_str(&authority).expect("an authority is a valid header value"),
+        }
+    }
+}
+
+/// The forwarding half of the gateway: a pooled client and the header rules.
+pub struct Proxy {
+    client: Client<HttpConnector, UpstreamBody>,
+    timeout: Duration,
+    preserve_host: bool,
+    trusted_proxies: Vec<IpNet>,
+    /// Names of every header a client may not send: identity headers and the forwarding headers.
+    protected: Vec<HeaderName>,
+    /// The same names spelled with `_` for `-`, as lower-case strings.
+    protected_underscored: Vec<String>,
+}
+
+impl Proxy {
+    pub fn new(
+        connect_timeout: Duration,
+        timeout: Duration,
+        preserve_host: bool,
+        trusted_proxies: Vec<IpNet>,
+        identity_headers: impl IntoIterator<Item = HeaderName>,
+    ) -> Proxy {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        connector.enforce_http(true);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build(connector);
+        let mut protected: Vec<HeaderName> = identity_headers.into_iter().collect();
+        for h in [
+            X_FORWARDED_ACCESS_TOKEN,
+            X_FORWARDED_FOR,
+            X_FORWARDED_PROTO,
+            X_FORWARDED_HOST,
+            X_REAL_IP,
+        ] {
+            if !protected.contains(&h) {
+                protected.push(h);
+            }
+        }
+        let protected_underscored = protected
+            .iter()
+            .map(|h| h.as_str().replace('-', "_"))
+            .collect();
+        Proxy {
+            client,
+            timeout,
+            preserve_host,
+            trusted_proxies,
+            protected,
+            protected_underscored,
+        }
+    }
+
+    fn is_trusted(&self, ip: IpAddr) -> bool {
+        let ip = ip.to_canonical();
+        self.trusted_proxies.iter().any(|net| net.contains(&ip))
+    }
+
+    /// Remove every client-sent copy of the protected headers, in any case, count or `_` spelling.
+    /// The forwarding headers of a trusted proxy are kept.
+    fn strip_protected(&self, headers: &mut HeaderMap, trusted: bool) {
+        for name in &self.protected {
+            if trusted
+                && (name == X_FORWARDED_FOR
+                    || name == X_FORWARDED_PROTO
+                    || name == X_FORWARDED_HOST)
+            {
+                continue;
+            }
+            headers.remove(name);
+        }
+        // Rare: only scan for `_` spellings when some header name has an underscore at all.
+        if headers.keys().any(|k| k.as_str().contains('_')) {
+            let doomed: Vec<HeaderName> = headers
+                .keys()
+                .filter(|k| {
+                    let n = k.as_str();
+                    n.contains('_')
+                        && self
+                            .protected_underscored
+                            .iter()
+                            .any(|p| n.replace('-', "_") == *p)
+                })
+                .cloned()
+                .collect();
+            for name in doomed {
+                headers.remove(&name);
+            }
+        }
+        if !trusted {
+            headers.remove(FORWARDED);
+        }
+    }
+
+    /// Forward `req` to `upstream` with `path` (the canonical path) and the given identity headers.
+    pub async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+        path: &str,
+        upstream: &Upstream,
+        identity: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let trusted = self.is_trusted(conn.peer.ip());
+        let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+
+        let upgrade = remove_hop_by_hop(req.headers_mut());
+        self.strip_protected(req.headers_mut(), trusted);
+
+        let headers = req.headers_mut();
+        set_forwarded_for(headers, conn.peer.ip(), trusted);
+        if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
+            headers.insert(
+                X_FORWARDED_PROTO,
+                HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+            );
+        }
+        if !(trusted && headers.contains_key(X_FORWARDED_HOST)) {
+            if let Some(host) = &client_host {
+                headers.insert(X_FORWARDED_HOST, host.clone());
+            }
+        }
+        match (&client_host, self.preserve_host) {
+            (Some(host), true) => headers.insert(header::HOST, host.clone()),
+            _ => headers.insert(header::HOST, upstream.host.clone()),
+        };
+        for (name, value) in identity {
+            headers.append(name, value);
+        }
+        if let Some(protocol) = &upgrade {
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            headers.insert(header::UPGRADE, protocol.clone());
+        }
+
+        let mut target = String::with_capacity(upstream.base_path.len() + path.len() + 64);
+        target.push_str(&upstream.base_path);
+        target.push_str(path);
+        if let Some(q) = req.uri().query() {
+            target.push('?');
+            target.push_str(q);
+        }
+        let path_and_query = PathAndQuery::try_from(target).map_err(|e| {
+            GatewayError::new(
+                ErrorKind::BadRequest,
+                format!("unusable request target: {e}"),
+            )
+        })?;
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(Scheme::HTTP);
+        parts.authority = Some(upstream.authority.clone());
+        parts.path_and_query = Some(path_and_query);
+        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+            GatewayError::new(
+                ErrorKind::Internal,
+                format!("building the upstream URI: {e}"),
+            )
+        })?;
+        *req.version_mut() = Version::HTTP_11;
+
+        let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+        // `upstream.timeout` counts from the end of the request body, so a long upload is not cut off
+        // while the upstream is still receiving it.
+        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        let req = req.map(|body| UpstreamBody::new(body, sent_tx));
+        let exchange = self.client.request(req);
+        let deadline = async {
+            let _ = sent_rx.await;
+            tokio::time::sleep(self.timeout).await;
+        };
+        let outcome = tokio::select! {
+            result = exchange => Ok(result),
+            () = deadline => Err(()),
+        };
+        let mut response = match outcome {
+            Ok(Ok(response)) => response,
+            Ok(Err(e)) => {
+                let what = if e.is_connect() {
+                    "connecting to"
+                } else {
+                    "talking to"
+                };
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamUnavailable,
+                    format!(
+                        "{what} upstream {}: {}",
+                        upstream.authority,
+                        error_chain(&e)
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err(GatewayError::new(
+                    ErrorKind::UpstreamTimeout,
+                    format!(
+                        "upstream {} sent no response head within {:?}",
+                        upstream.authority, self.timeout
+                    ),
+                ))
+            }
+        };
+
+        let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        let response_upgrade = remove_hop_by_hop(response.headers_mut());
+        if switching {
+            match (client_upgrade, response_upgrade) {
+                (Some(client_side), Some(protocol)) => {
+                    let upstream_side = hyper::upgrade::on(&mut response);
+                    tokio::spawn(tunnel(client_side, upstream_side));
+                    let headers = response.headers_mut();
+                    headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+                    headers.insert(header::UPGRADE, protocol);
+                }
+                _ => {
+                    return Err(GatewayError::new(
+                        ErrorKind::UpstreamUnavailable,
+                        "upstream switched protocols without an upgrade request",
+                    ))
+                }
+            }
+        }
+        Ok(response.map(Either::Left))
+    }
+}
+
+/// The request body on its way upstream; reports when it has been sent in full (or abandoned).
+pub struct UpstreamBody {
+    inner: Incoming,
+    sent: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl UpstreamBody {
+    fn new(inner: Incoming, sent: tokio::sync::oneshot::Sender<()>) -> UpstreamBody {
+        let mut body = UpstreamBody {
+            inner,
+            sent: Some(sent),
+        };
+        if http_body::Body::is_end_stream(&body.inner) {
+            body.finish();
+        }
+        body
+    }
+
+    fn finish(&mut self) {
+        if let Some(tx) = self.sent.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
+            this.finish();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+impl Drop for UpstreamBody {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Copy bytes both ways between the two upgraded connections until either side closes.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!("upgraded connection ended: {e}");
+    }
+}
+
+/// Remove hop-by-hop headers and those named in `Connection`. Returns the `Upgrade` protocol when the
+/// message asked to upgrade (`Connection: upgrade` with an `Upgrade` header), so the caller can re-add it.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    let mut upgrade_requested = false;
+    let upgrade_protocol = headers.get(header::UPGRADE).cloned();
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|token| {
+                let token = token.trim();
+                if token.eq_ignore_ascii_case("upgrade") {
+                    upgrade_requested = true;
+                }
+                HeaderName::from_bytes(token.as_bytes()).ok()
+            })
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+    }
+    let upgrade = upgrade_protocol.filter(|_| upgrade_requested);
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    upgrade
+}
+
+/// `X-Forwarded-For`: the peer's address, appended to a trusted proxy's list, or alone.
+fn set_forwarded_for(headers: &mut HeaderMap, peer: IpAddr, trusted: bool) {
+    let peer = peer.to_canonical();
+    let mut value = String::new();
+    if trusted {
+        for v in headers.get_all(X_FORWARDED_FOR) {
+            if let Ok(v) = v.to_str() {
+                let v = v.trim();
+                if !v.is_empty() {
+                    value.push_str(v);
+                    value.push_str(", ");
+                }
+            }
+        }
+    }
+    value.push_str(&peer.to_string());
+    headers.remove(X_FORWARDED_FOR);
+    if let Ok(v) = HeaderValue::from_str(&value) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Secret , close"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        assert_eq!(remove_hop_by_hop(&mut h), None);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_is_reported_only_when_connection_asks_for_it() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(
+            remove_hop_by_hop(&mut h),
+            Some(HeaderValue::from_static("websocket"))
+        );
+        assert!(h.is_empty());
+
+        let mut h = HeaderMap::new();
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        assert_eq!(remove_hop_by_hop(&mut h), None);
+    }
+
+    #[test]
+    fn protected_headers_go_in_every_spelling() {
+        let proxy = Proxy::new(
+            Duration::from_secs(1),
+            Duration::from_secs(1),
+            true,
+            vec![],
+            [HeaderName::from_static("x-forwarded-user")],
+        );
+        let mut h = HeaderMap::new();
+        h.append("x-forwarded-user", HeaderValue::from_static("admin"));
+        h.append("x-forwarded-user", HeaderValue::from_static("root"));
+        h.append("x_forwarded_user", HeaderValue::from_static("admin"));
+        h.append("X_Forwarded_For", HeaderValue::from_static("1.2.3.4"));
+        h.append("x-forwarded-access-token", HeaderValue::from_static("t"));
+        h.append("forwarded", HeaderValue::from_static("for=1.2.3.4"));
+        h.append("x-other_header", HeaderValue::from_static("kept"));
+        proxy.strip_protected(&mut h, false);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert!(h.contains_key("x-other_header"));
+    }
+
+    #[test]
+    fn forwarded_for_appends_only_for_trusted_peers() {
+        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        set_forwarded_for(&mut h, peer, true);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
+        set_forwarded_for(&mut h, peer, false);
+        assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
+    }
+
+    #[test]
+    fn upstream_authority_and_base_path() {
+        let u = Upstream::from_url(&Url::parse("http://127.0.0.1:9000/app/").unwrap());
+        assert_eq!(u.authority.as_str(), "127.0.0.1:9000");
+        assert_eq!(u.base_path, "/app");
+        let u = Upstream::from_url(&Url::parse("http://[::1]:9000").unwrap());
+        assert_eq!(u.authority.as_str(), "[::1]:9000");
+        assert_eq!(u.base_path, "");
+    }
+}

@@ -1,0 +1,219 @@
+//! The route table: which handler a request goes to, decided on its canonical path alone.
+//!
+//! Order of precedence: the fixed health paths, then the gateway's own endpoints under the prefix
+//! (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins), then the default policy
+//! (login required). Nothing here looks at a header or the query, so no client-controlled input other than
+//! the path and method chooses the policy.
+
+pub mod canonical;
+
+use http::Method;
+use regex::RegexSet;
+
+use crate::config::{Policy, RouteConfig};
+
+/// The gateway's own endpoints, under the configured prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Start,
+    Callback,
+    SignOut,
+    Auth,
+    Userinfo,
+    /// Anything else under the prefix: 404, never proxied.
+    Unknown,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    Healthz,
+    Readyz,
+    Endpoint(Endpoint),
+    /// A proxied path: its policy, and the index of the upstream (0: `[upstream]`, else route-specific).
+    Proxy {
+        policy: Policy,
+        upstream: usize,
+    },
+}
+
+struct Route {
+    methods: Option<Vec<Method>>,
+    policy: Policy,
+    upstream: usize,
+}
+
+pub struct Router {
+    prefix: String,
+    set: RegexSet,
+    routes: Vec<Route>,
+}
+
+impl Router {
+    /// `upstream_index(i)` gives the upstream slot of route `i` (0 for the default upstream).
+    pub fn new(
+        prefix: &str,
+        routes: &[RouteConfig],
+        upstream_index: impl Fn(usize) -> usize,
+    ) -> Router {
+        let set = RegexSet::new(routes.iter().map(|r| r.path.as_str()))
+            .expect("each pattern compiled on its own during validation");
+        Router {
+            prefix: prefix.to_string(),
+            set,
+            routes: routes
+                .iter()
+                .enumerate()
+                .map(|(i, r)| Route {
+                    methods: r.methods.clone(),
+                    policy: r.policy,
+                    upstream: upstream_index(i),
+                })
+                .collect(),
+        }
+    }
+
+    /// The target for a request with this method and canonical path.
+    pub fn route(&self, method: &Method, path: &str) -> Target {
+        match path {
+            "/healthz" => return Target::Healthz,
+            "/readyz" => return Target::Readyz,
+            _ => {}
+        }
+        if let Some(rest) = path.strip_prefix(self.prefix.as_str()) {
+            let endpoint = match rest {
+                "/start" => Some(Endpoint::Start),
+                "/callback" => Some(Endpoint::Callback),
+                "/sign_out" => Some(Endpoint::SignOut),
+                "/auth" => Some(Endpoint::Auth),
+                "/userinfo" => Some(Endpoint::Userinfo),
+                "" => Some(Endpoint::Unknown),
+                r if r.starts_with('/') => Some(Endpoint::Unknown),
+                _ => None, // `/oauth2x` is an ordinary path
+            };
+            if let Some(endpoint) = endpoint {
+                return Target::Endpoint(endpoint);
+            }
+        }
+        if !self.routes.is_empty() {
+            let matches = self.set.matches(path);
+            for i in matches.iter() {
+                let route = &self.routes[i];
+                if route.methods.as_ref().is_none_or(|ms| ms.contains(method)) {
+                    return Target::Proxy {
+                        policy: route.policy,
+                        upstream: route.upstream,
+                    };
+                }
+            }
+        }
+        Target::Proxy {
+            policy: Policy::Authenticated,
+            upstream: 0,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use regex::Regex;
+
+    fn route(path: &str, methods: Option<Vec<Method>>, policy: Policy) -> RouteConfig {
+        RouteConfig {
+            path: Regex::new(path).unwrap(),
+            methods,
+            policy,
+            upstream: None,
+        }
+    }
+
+    fn router() -> Router {
+        let routes = vec![
+            route("^/public/", None, Policy::Public),
+            route("^/admin", None, Policy::Deny),
+            route("^/api/", Some(vec![Method::GET]), Policy::Public),
+            route("^/api/", None, Policy::Deny),
+            route("^/other/", None, Policy::Public),
+        ];
+        Router::new("/oauth2", &routes, |i| if i == 4 { 1 } else { 0 })
+    }
+
+    #[test]
+    fn first_match_wins_and_methods_filter() {
+        let r = router();
+        let get = Method::GET;
+        assert_eq!(
+            r.route(&get, "/public/x"),
+            Target::Proxy {
+                policy: Policy::Public,
+                upstream: 0
+            }
+        );
+        assert_eq!(
+            r.route(&get, "/admin/x"),
+            Target::Proxy {
+                policy: Policy::Deny,
+                upstream: 0
+            }
+        );
+        assert_eq!(
+            r.route(&get, "/api/x"),
+            Target::Proxy {
+                policy: Policy::Public,
+                upstream: 0
+            }
+        );
+        assert_eq!(
+            r.route(&Method::POST, "/api/x"),
+            Target::Proxy {
+                policy: Policy::Deny,
+                upstream: 0
+            }
+        );
+        assert_eq!(
+            r.route(&get, "/other/x"),
+            Target::Proxy {
+                policy: Policy::Public,
+                upstream: 1
+            }
+        );
+        assert_eq!(
+            r.route(&get, "/elsewhere"),
+            Target::Proxy {
+                policy: Policy::Authenticated,
+                upstream: 0
+            }
+        );
+    }
+
+    #[test]
+    fn own_endpoints_and_health_come_first() {
+        let r = router();
+        let get = Method::GET;
+        assert_eq!(r.route(&get, "/healthz"), Target::Healthz);
+        assert_eq!(r.route(&get, "/readyz"), Target::Readyz);
+        assert_eq!(
+            r.route(&get, "/oauth2/start"),
+            Target::Endpoint(Endpoint::Start)
+        );
+        assert_eq!(
+            r.route(&get, "/oauth2/callback"),
+            Target::Endpoint(Endpoint::Callback)
+        );
+        assert_eq!(
+            r.route(&get, "/oauth2/nope"),
+            Target::Endpoint(Endpoint::Unknown)
+        );
+        assert_eq!(
+            r.route(&get, "/oauth2"),
+            Target::Endpoint(Endpoint::Unknown)
+        );
+        assert_eq!(
+            r.route(&get, "/oauth2x"),
+            Target::Proxy {
+                policy: Policy::Authenticated,
+                upstream: 0
+            }
+        );
+    }
+}

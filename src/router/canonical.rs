@@ -1,0 +1,217 @@
+//! The one canonical view of a request path, shared by routing, policy and the upstream.
+//!
+//! Gateways have been bypassed whenever the path they matched differed from the path the application
+//! served: `/public/../admin`, `/%61dmin`, `/public/..;/admin`, `//admin`. So the path is normalised once
+//! (RFC 3986 section 6.2.2) and that exact string is both matched by the route rules and sent upstream:
+//! - percent-encoded unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded; every other escape is kept,
+//!   with upper-case hex, because decoding a reserved character would change the path's meaning;
+//! - dot-segments are resolved (section 5.2.4) and runs of `/` folded into one;
+//! - anything whose meaning is ambiguous is refused rather than guessed at: an encoded `/` or `\`, a raw
+//!   `\`, a NUL or other control character, an invalid escape, a dot-segment carrying parameters (`..;`,
+//!   which servlet containers read as `..`), a path that is not origin-form.
+//!
+//! The query is never part of the canonical path: rules match the path only.
+
+use std::borrow::Cow;
+
+/// Why a path was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    #[error("the request target is not an absolute path")]
+    NotAbsolute,
+    #[error("an encoded '/' or '\\' makes the path ambiguous")]
+    EncodedSeparator,
+    #[error("a backslash in the path is ambiguous")]
+    Backslash,
+    #[error("the path contains a NUL or control character")]
+    ControlCharacter,
+    #[error("the path contains an invalid percent-escape")]
+    InvalidEscape,
+    #[error("a dot-segment with parameters (\"..;\") is ambiguous")]
+    DotSegmentParameters,
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~')
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Whether `path` is already canonical, checked without allocating: the common case on the hot path.
+fn is_canonical(path: &[u8]) -> bool {
+    let mut prev = 0u8;
+    for (i, &b) in path.iter().enumerate() {
+        match b {
+            b'%' | b'\\' | b';' => return false,
+            b'/' if prev == b'/' => return false,
+            b'.' if prev == b'/' => {
+                // A segment starting with '.' is fine unless it is "." or "..".
+                let rest = &path[i..];
+                let seg_end = rest.iter().position(|&c| c == b'/').unwrap_or(rest.len());
+                let seg = &rest[..seg_end];
+                if seg == b"." || seg == b".." {
+                    return false;
+                }
+            }
+            _ if b < 0x20 || b == 0x7f => return false,
+            _ => {}
+        }
+        prev = b;
+    }
+    true
+}
+
+/// The canonical form of an origin-form request path.
+pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
+    let bytes = path.as_bytes();
+    if bytes.first() != Some(&b'/') {
+        return Err(PathError::NotAbsolute);
+    }
+    if is_canonical(bytes) {
+        return Ok(Cow::Borrowed(path));
+    }
+
+    // Pass 1: decode unreserved escapes, normalise the others, refuse the ambiguous ones.
+    let mut decoded = String::with_capacity(path.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        match b {
+            b'%' => {
+                let (Some(h), Some(l)) = (
+                    bytes.get(i + 1).copied().and_then(hex),
+                    bytes.get(i + 2).copied().and_then(hex),
+                ) else {
+                    return Err(PathError::InvalidEscape);
+                };
+                let v = h * 16 + l;
+                match v {
+                    b'/' | b'\\' => return Err(PathError::EncodedSeparator),
+                    0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+                    v if is_unreserved(v) => decoded.push(char::from(v)),
+                    v => {
+                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                        decoded.push('%');
+                        decoded.push(char::from(HEX[usize::from(v >> 4)]));
+                        decoded.push(char::from(HEX[usize::from(v & 15)]));
+                    }
+                }
+                i += 3;
+            }
+            b'\\' => return Err(PathError::Backslash),
+            0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
+            // The http crate only admits visible ASCII in a path; anything else is refused the same way.
+            0x80..=0xff => return Err(PathError::ControlCharacter),
+            _ => {
+                decoded.push(char::from(b));
+                i += 1;
+            }
+        }
+    }
+
+    // Pass 2: fold empty segments and resolve dot-segments (RFC 3986 section 5.2.4).
+    let trailing_slash = decoded.ends_with('/');
+    let mut segments: Vec<&str> = Vec::new();
+    let mut last_was_dot = false;
+    for seg in decoded.split('/') {
+        let name = seg.split(';').next().unwrap_or(seg);
+        if seg.contains(';') && (name == "." || name == "..") {
+            return Err(PathError::DotSegmentParameters);
+        }
+        last_was_dot = false;
+        match seg {
+            "" => {}
+            "." => last_was_dot = true,
+            ".." => {
+                segments.pop();
+                last_was_dot = true;
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = String::with_capacity(decoded.len());
+    for s in &segments {
+        out.push('/');
+        out.push_str(s);
+    }
+    if out.is_empty() || ((trailing_slash || last_was_dot) && !segments.is_empty()) {
+        out.push('/');
+    }
+    Ok(Cow::Owned(out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn c(p: &str) -> Result<String, PathError> {
+        canonicalize(p).map(Cow::into_owned)
+    }
+
+    #[test]
+    fn canonical_paths_are_borrowed() {
+        for p in ["/", "/a", "/a/b/", "/a.b/.well-known/c", "/x-y_z~"] {
+            assert!(matches!(canonicalize(p), Ok(Cow::Borrowed(_))), "{p}");
+        }
+    }
+
+    #[test]
+    fn known_bypasses_resolve_to_the_real_target() {
+        assert_eq!(c("/public/../admin").unwrap(), "/admin");
+        assert_eq!(c("/public/%2e%2e/admin").unwrap(), "/admin");
+        assert_eq!(c("/public/%2E%2E/admin").unwrap(), "/admin");
+        assert_eq!(c("/%61dmin").unwrap(), "/admin");
+        assert_eq!(c("//admin").unwrap(), "/admin");
+        assert_eq!(c("/./admin").unwrap(), "/admin");
+        assert_eq!(c("/public/./../../admin/").unwrap(), "/admin/");
+        assert_eq!(c("/..").unwrap(), "/");
+        assert_eq!(c("/a/.").unwrap(), "/a/");
+        assert_eq!(c("/a/..").unwrap(), "/");
+        assert_eq!(c("/a//b///c").unwrap(), "/a/b/c");
+    }
+
+    #[test]
+    fn ambiguous_paths_are_refused() {
+        assert_eq!(c("/public%2F..%2Fadmin"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/public%2f..%2fadmin"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/public%5C..%5Cadmin"), Err(PathError::EncodedSeparator));
+        assert_eq!(c("/public\\..\\admin"), Err(PathError::Backslash));
+        assert_eq!(c("/a%00b"), Err(PathError::ControlCharacter));
+        assert_eq!(c("/a%0Ab"), Err(PathError::ControlCharacter));
+        assert_eq!(c("/a%zz"), Err(PathError::InvalidEscape));
+        assert_eq!(c("/a%4"), Err(PathError::InvalidEscape));
+        assert_eq!(c("/public/..;/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(c("/public/.;x/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(c("*"), Err(PathError::NotAbsolute));
+        assert_eq!(c(""), Err(PathError::NotAbsolute));
+    }
+
+    #[test]
+    fn reserved_escapes_are_kept_and_normalised() {
+        assert_eq!(c("/a%3fb").unwrap(), "/a%3Fb");
+        assert_eq!(c("/a%25b").unwrap(), "/a%25b");
+        assert_eq!(c("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        assert_eq!(c("/a;b=c/d").unwrap(), "/a;b=c/d");
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_and_is_idempotent(path in "/[a-zA-Z0-9%./;~_\\-]{0,40}") {
+            if let Ok(once) = canonicalize(&path) {
+                let twice = c(&once).expect("canonical output is valid input");
+                prop_assert_eq!(once.as_ref(), twice.as_str());
+                prop_assert!(once.starts_with('/'));
+                prop_assert!(!once.contains("//"));
+                prop_assert!(!once.split('/').any(|s| s == ".." || s == "."));
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! Integration tests: one binary of modules (link time matters on small machines). Every test talks real
+//! HTTP over loopback to real servers: the gateway (in process or the real binary) and real upstreams.
+
+mod cli;
+mod lifecycle;
+mod proxy;
+mod routes;
+mod support;

@@ -17,9 +17,12 @@
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod login;
+pub mod oidc;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 
 use std::future::Future;
@@ -32,10 +35,12 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::net::TcpListener;
 
-use crate::config::{Config, Policy};
+use crate::config::{ClientAuthMethod, Config, Policy};
 use crate::error::{text_response, ErrorKind, GatewayError};
+use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::proxy::{ConnInfo, Proxy, Upstream};
 use crate::router::{Endpoint, Router, Target};
+use crate::session::{CookieSettings, Session, SessionCookies};
 
 /// Response body: an upstream's stream, or a page of the gateway's own.
 pub type Body = Either<Incoming, Full<Bytes>>;
@@ -47,10 +52,80 @@ pub struct App {
     /// Slot 0 is `[upstream]`; route-specific upstreams follow.
     upstreams: Vec<Upstream>,
     proxy: Proxy,
+    pub provider: Arc<Provider>,
+    pub cookies: SessionCookies,
+}
+
+/// The relying-party settings of `[oidc]`, as the `oidc` module takes them.
+pub fn provider_config(config: &Config) -> ProviderConfig {
+    use secrecy::ExposeSecret as _;
+    let oidc = &config.oidc;
+    let secret = || {
+        ClientSecret::new(
+            oidc.client_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let client_auth = match oidc.client_auth {
+        ClientAuthMethod::SecretBasic => ClientAuth::SecretBasic(secret()),
+        ClientAuthMethod::SecretPost => ClientAuth::SecretPost(secret()),
+        ClientAuthMethod::PrivateKeyJwt => ClientAuth::PrivateKeyJwt {
+            key_pem: oidc
+                .private_key
+                .as_ref()
+                .map(|k| k.expose_secret().clone())
+                .unwrap_or_default()
+                .into(),
+            key_id: oidc.private_key_id.clone(),
+        },
+        ClientAuthMethod::None => ClientAuth::None,
+    };
+    ProviderConfig {
+        issuer: oidc.issuer.clone(),
+        client_id: oidc.client_id.clone(),
+        client_auth,
+        scopes: oidc.scopes.clone(),
+        pkce: oidc.pkce,
+        redirect_uri: login::redirect_uri(&config.server.public_url, &config.server.prefix),
+        endpoints: EndpointOverrides {
+            authorization_endpoint: oidc.authorization_endpoint.clone(),
+            token_endpoint: oidc.token_endpoint.clone(),
+            jwks_uri: oidc.jwks_uri.clone(),
+            userinfo_endpoint: oidc.userinfo_endpoint.clone(),
+            end_session_endpoint: oidc.end_session_endpoint.clone(),
+        },
+        clock_skew: oidc.clock_skew,
+        http_timeout: oidc.http_timeout,
+        jwks_min_refetch_interval: oidc.jwks_refetch_interval,
+        extra_auth_params: Vec::new(),
+    }
 }
 
 impl App {
-    pub fn new(config: Config) -> App {
+    /// Build the shared state. The provider's metadata is loaded in the background (with retries), so
+    /// the gateway serves public routes while the provider is unreachable.
+    pub fn new(config: Config) -> Result<App, String> {
+        use secrecy::ExposeSecret as _;
+        let provider = Provider::new(provider_config(&config)).map_err(|e| e.to_string())?;
+        let previous: Vec<Vec<u8>> = config
+            .session
+            .previous_secrets
+            .iter()
+            .map(|s| s.expose_secret().clone())
+            .collect();
+        let cookies = SessionCookies::new(
+            CookieSettings {
+                name: config.session.cookie_name.clone(),
+                secure: config.session.secure,
+                max_age: config.session.lifetime,
+                domain: None,
+            },
+            config.session.secret.expose_secret(),
+            &previous,
+        )
+        .map_err(|e| format!("session: {e}"))?;
         let mut upstreams = vec![Upstream::from_url(&config.upstream.url)];
         let mut route_slots = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -63,7 +138,15 @@ impl App {
             }
         }
         let router = Router::new(&config.server.prefix, &config.routes, |i| route_slots[i]);
-        let identity = config.headers.claims.iter().map(|(h, _)| h.clone());
+        let mut identity: Vec<http::HeaderName> = config
+            .headers
+            .claims
+            .iter()
+            .map(|(h, _)| h.clone())
+            .collect();
+        if config.headers.pass_id_token {
+            identity.push(header::AUTHORIZATION);
+        }
         let proxy = Proxy::new(
             config.upstream.connect_timeout,
             config.upstream.timeout,
@@ -71,16 +154,45 @@ impl App {
             config.server.trusted_proxies.clone(),
             identity,
         );
-        App {
+        Ok(App {
             config,
             router,
             upstreams,
             proxy,
-        }
+            provider,
+            cookies,
+        })
     }
 
     fn ready(&self) -> bool {
-        true
+        self.provider.is_ready()
+    }
+
+    /// The headers that carry `session`'s identity upstream.
+    pub fn identity_headers(
+        &self,
+        session: &Session,
+    ) -> Vec<(http::HeaderName, http::HeaderValue)> {
+        let mut headers = proxy::identity_headers(&session.claims, &self.config.headers.claims);
+        if self.config.headers.pass_access_token {
+            if let Some(v) = session
+                .access_token
+                .as_deref()
+                .and_then(|t| http::HeaderValue::from_str(t).ok())
+            {
+                headers.push((proxy::X_FORWARDED_ACCESS_TOKEN, v));
+            }
+        }
+        if self.config.headers.pass_id_token {
+            if let Some(v) = session
+                .id_token
+                .as_deref()
+                .and_then(|t| http::HeaderValue::from_str(&format!("Bearer {t}")).ok())
+            {
+                headers.push((header::AUTHORIZATION, v));
+            }
+        }
+        headers
     }
 }
 
@@ -123,7 +235,7 @@ pub(crate) async fn handle(
 async fn dispatch(
     app: &App,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     if req.method() == Method::CONNECT {
         return Err(GatewayError::new(
@@ -131,51 +243,90 @@ async fn dispatch(
             "CONNECT refused",
         ));
     }
-    let path = router::canonical::canonicalize(req.uri().path()).map_err(|e| {
-        GatewayError::new(
-            ErrorKind::BadRequest,
-            format!("refused path from {}: {e}", conn.peer),
-        )
-    })?;
-    match app.router.route(req.method(), &path) {
-        Target::Healthz => Ok(text_response(
-            StatusCode::OK,
-            "text/plain; charset=utf-8",
-            "ok\n",
-        )),
-        Target::Readyz => Ok(if app.ready() {
-            text_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
-        } else {
-            text_response(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "text/plain; charset=utf-8",
-                "not ready\n",
+    let path = router::canonical::canonicalize(req.uri().path())
+        .map_err(|e| {
+            GatewayError::new(
+                ErrorKind::BadRequest,
+                format!("refused path from {}: {e}", conn.peer),
             )
-        }),
-        Target::Endpoint(Endpoint::Unknown) => Err(GatewayError::new(
-            ErrorKind::NotFound,
-            format!("no endpoint {path}"),
-        )),
-        Target::Endpoint(endpoint) => Err(GatewayError::new(
-            ErrorKind::NotFound,
-            format!("endpoint {endpoint:?} is not available"),
-        )),
-        Target::Proxy { policy, upstream } => match policy {
-            Policy::Deny => Err(GatewayError::new(
+        })?
+        .into_owned();
+    let target = app.router.route(req.method(), &path);
+    match target {
+        Target::Healthz => {
+            return Ok(text_response(
+                StatusCode::OK,
+                "text/plain; charset=utf-8",
+                "ok\n",
+            ))
+        }
+        Target::Readyz => {
+            return Ok(if app.ready() {
+                text_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
+            } else {
+                text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "text/plain; charset=utf-8",
+                    "not ready\n",
+                )
+            })
+        }
+        Target::Proxy {
+            policy: Policy::Deny,
+            ..
+        } => {
+            return Err(GatewayError::new(
                 ErrorKind::Forbidden,
                 format!("route policy denies {path}"),
-            )),
-            Policy::Public => {
-                let path = path.into_owned();
-                app.proxy
-                    .forward(req, &conn, &path, &app.upstreams[upstream], Vec::new())
-                    .await
+            ))
+        }
+        _ => {}
+    }
+    let session = app.cookies.read(req.headers(), login::unix_now());
+    match target {
+        Target::Endpoint(endpoint) => {
+            let method = req.method();
+            let get = method == Method::GET || method == Method::HEAD;
+            match endpoint {
+                Endpoint::Start if get => login::start(app, &req),
+                Endpoint::Callback if get => login::callback(app, &req).await,
+                Endpoint::SignOut if get || method == Method::POST => login::sign_out(app, &req),
+                Endpoint::Userinfo if get => login::userinfo(session.as_ref()),
+                Endpoint::Auth if get => login::auth(app, session.as_ref()),
+                Endpoint::Unknown => Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("no endpoint {path}"),
+                )),
+                _ => Err(GatewayError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!("{method} not allowed on {path}"),
+                )),
             }
-            Policy::Authenticated => Err(GatewayError::new(
-                ErrorKind::Unauthenticated,
-                format!("no session for {path}"),
-            )),
-        },
+        }
+        Target::Proxy { policy, upstream } => {
+            if policy == Policy::Authenticated && session.is_none() {
+                if is_api_request(&req) {
+                    return Err(GatewayError::new(
+                        ErrorKind::Unauthenticated,
+                        format!("no session for {path}"),
+                    ));
+                }
+                let return_to = match req.uri().query() {
+                    Some(q) => format!("{path}?{q}"),
+                    None => path,
+                };
+                return login::begin(app, &return_to, req.headers());
+            }
+            let identity = session
+                .as_ref()
+                .map(|s| app.identity_headers(s))
+                .unwrap_or_default();
+            app.cookies.strip_own_cookies(req.headers_mut());
+            app.proxy
+                .forward(req, &conn, &path, &app.upstreams[upstream], identity)
+                .await
+        }
+        Target::Healthz | Target::Readyz => unreachable!("answered above"),
     }
 }
 
@@ -212,7 +363,8 @@ pub async fn run(
         .as_ref()
         .map(server::tls_acceptor)
         .transpose()?;
-    let app = Arc::new(App::new(config));
+    let app = Arc::new(App::new(config)?);
+    app.provider.spawn_loader();
     server::serve(app, listener, tls, shutdown).await;
     Ok(())
 }
@@ -226,7 +378,8 @@ pub fn spawn(config: Config, listener: TcpListener) -> Result<RunningGateway, St
         .as_ref()
         .map(server::tls_acceptor)
         .transpose()?;
-    let app = Arc::new(App::new(config));
+    let app = Arc::new(App::new(config)?);
+    app.provider.spawn_loader();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server::serve(app, listener, tls, async {
@@ -242,12 +395,24 @@ pub fn spawn(config: Config, listener: TcpListener) -> Result<RunningGateway, St
 }
 
 /// What `portcullis check` verifies beyond parsing: returns a one-line summary.
-pub async fn check(config: &Config) -> Result<String, String> {
+pub async fn check(config: &Config, offline: bool) -> Result<String, String> {
     if let Some(files) = &config.server.tls {
         server::tls_acceptor(files)?;
     }
+    let provider = Provider::new(provider_config(config)).map_err(|e| e.to_string())?;
+    if offline {
+        return Ok(format!(
+            "{} route(s); provider not contacted (--offline)",
+            config.routes.len()
+        ));
+    }
+    provider
+        .load_once()
+        .await
+        .map_err(|e| format!("oidc.issuer: cannot load the provider's metadata: {e}"))?;
     Ok(format!(
-        "{} route(s), upstream {}",
+        "provider {} reachable; {} route(s); upstream {}",
+        config.oidc.issuer,
         config.routes.len(),
         config.upstream.url
     ))

@@ -28,8 +28,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Validate the configuration and exit 0 (valid) or 1 (invalid).
-    Check,
+    /// Validate the configuration, reach the provider's discovery document, exit 0 (valid) or 1.
+    Check {
+        /// Validate without contacting the provider.
+        #[arg(long)]
+        offline: bool,
+    },
     /// Print a fresh random 32-byte session secret (base64url).
     Secret,
     /// Run a self-contained demo on loopback: an OpenID provider, a demo app and the gateway.
@@ -46,10 +50,10 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e),
         },
-        Some(Command::Check) => match Config::load(&cli.config) {
+        Some(Command::Check { offline }) => match Config::load(&cli.config) {
             Ok(config) => {
                 let rt = runtime();
-                match rt.block_on(portcullis::check(&config)) {
+                match rt.block_on(portcullis::check(&config, offline)) {
                     Ok(summary) => {
                         println!(
                             "{}: configuration is valid; {summary}",

@@ -396,6 +396,69 @@ impl Drop for UpstreamBody {
     }
 }
 
+/// The identity headers for a session's claims, per `[headers]`: strings as they are, numbers and booleans
+/// printed, arrays joined with ","; a claim that is missing, an object, or not a valid header value (a
+/// CR, LF or other control character) is left out, the last with a log line, never spliced.
+pub fn identity_headers(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    mapping: &[(HeaderName, String)],
+) -> Vec<(HeaderName, HeaderValue)> {
+    use serde_json::Value;
+    fn scalar(v: &Value, out: &mut String) -> bool {
+        match v {
+            Value::String(s) => out.push_str(s),
+            Value::Number(n) => out.push_str(&n.to_string()),
+            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            _ => return false,
+        }
+        true
+    }
+    let mut headers = Vec::with_capacity(mapping.len());
+    for (name, claim) in mapping {
+        let Some(value) = lookup_claim(claims, claim) else {
+            continue;
+        };
+        let mut text = String::new();
+        let ok = match value {
+            Value::Array(items) => items.iter().enumerate().all(|(i, item)| {
+                if i > 0 {
+                    text.push(',');
+                }
+                scalar(item, &mut text)
+            }),
+            other => scalar(other, &mut text),
+        };
+        if !ok {
+            tracing::warn!(header = %name, claim = %claim, "claim is not a string, number, boolean or array of them; header not sent");
+            continue;
+        }
+        match HeaderValue::from_bytes(text.as_bytes()) {
+            Ok(v) => headers.push((name.clone(), v)),
+            Err(_) => {
+                tracing::warn!(header = %name, claim = %claim, "claim value is not a valid header value; header not sent")
+            }
+        }
+    }
+    headers
+}
+
+/// A claim by name, or by a dotted path into nested objects (`realm_access.roles`) when no claim has the
+/// whole name.
+pub fn lookup_claim<'a>(
+    claims: &'a serde_json::Map<String, serde_json::Value>,
+    name: &str,
+) -> Option<&'a serde_json::Value> {
+    if let Some(v) = claims.get(name) {
+        return Some(v);
+    }
+    let mut parts = name.split('.');
+    let mut current = claims.get(parts.next()?)?;
+    for part in parts {
+        current = current.as_object()?.get(part)?;
+    }
+    Some(current)
+}
+
 /// Copy bytes both ways between the two upgraded connections until either side closes.
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -548,6 +611,47 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
         set_forwarded_for(&mut h, peer, false);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
+    }
+
+    #[test]
+    fn identity_headers_follow_the_mapping() {
+        let claims = serde_json::json!({
+            "sub": "u1",
+            "groups": ["admins", "staff"],
+            "level": 3,
+            "evil": "x\r\nX-Injected: 1",
+            "obj": {"roles": ["r1"]},
+            "name": "Jos\u{e9}",
+        });
+        let claims = claims.as_object().unwrap();
+        let map = |h: &'static str, c: &str| (HeaderName::from_static(h), c.to_string());
+        let got = identity_headers(
+            claims,
+            &[
+                map("x-user", "sub"),
+                map("x-groups", "groups"),
+                map("x-level", "level"),
+                map("x-evil", "evil"),
+                map("x-roles", "obj.roles"),
+                map("x-obj", "obj"),
+                map("x-missing", "nope"),
+                map("x-name", "name"),
+            ],
+        );
+        let got: Vec<(String, Vec<u8>)> = got
+            .into_iter()
+            .map(|(h, v)| (h.to_string(), v.as_bytes().to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("x-user".into(), b"u1".to_vec()),
+                ("x-groups".into(), b"admins,staff".to_vec()),
+                ("x-level".into(), b"3".to_vec()),
+                ("x-roles".into(), b"r1".to_vec()),
+                ("x-name".into(), "Jos\u{e9}".as_bytes().to_vec()),
+            ]
+        );
     }
 
     #[test]

@@ -62,7 +62,7 @@ fn each_bad_configuration_exits_with_one_line_naming_the_key() {
         ),
     ];
     for (text, key) in cases {
-        for args in [&["check"][..], &[][..]] {
+        for args in [&["check", "--offline"][..], &["check"][..], &[][..]] {
             let (ok, lines) = run(args, &text);
             assert!(!ok, "{args:?} accepted a configuration with a bad {key}");
             assert_eq!(
@@ -77,8 +77,13 @@ fn each_bad_configuration_exits_with_one_line_naming_the_key() {
             );
         }
     }
-    let (ok, lines) = run(&["check"], &good);
+    let (ok, lines) = run(&["check", "--offline"], &good);
     assert!(ok, "{lines:?}");
+    // Online, the check must reach the provider's discovery document: nothing listens there.
+    let (ok, lines) = run(&["check"], &good);
+    assert!(!ok);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(lines[0].contains("oidc.issuer"), "{lines:?}");
 }
 
 #[test]
@@ -96,7 +101,10 @@ fn unreadable_configuration_file_is_named() {
 #[test]
 fn the_committed_gateway_toml_is_valid() {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
-    let out = bin().args(["check", "--config", path]).output().unwrap();
+    let out = bin()
+        .args(["check", "--offline", "--config", path])
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "{}",
@@ -117,5 +125,5 @@ fn secret_prints_a_fresh_usable_secret() {
         32
     );
     let text = gateway_toml("http://127.0.0.1:8080", "").replace(SECRET, &a);
-    assert!(run(&["check"], &text).0);
+    assert!(run(&["check", "--offline"], &text).0);
 }

@@ -1,0 +1,383 @@
+//! The browser side of the login: start, callback, sign-out, userinfo and forward-auth.
+//!
+//! This is the only module that joins HTTP and the OpenID logic in `oidc`: it reads query parameters and
+//! cookies, asks the provider object for URLs, codes and token checks, and answers with redirects and
+//! Set-Cookie headers. It decides nothing about the protocol (that is `oidc`) and renders no error
+//! itself (that is `error`).
+//!
+//! The flow (SPEC "Behaviour on the wire"):
+//! 1. an unauthenticated navigation gets a fresh state, nonce and PKCE verifier, sealed into one
+//!    short-lived cookie per attempt (so parallel tabs each complete), and a 302 to the provider;
+//! 2. the callback finds the attempt's cookie by its state, exchanges the code, validates the id_token
+//!    (signature, issuer, audience, nonce, times, at_hash), and writes a brand-new session cookie, never
+//!    reusing anything the browser presented before the login (session fixation);
+//! 3. the browser goes back to the original path, which was checked to be a relative path on this origin.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Request, Response, StatusCode};
+use url::Url;
+
+use crate::error::{text_response, ErrorKind, GatewayError};
+use crate::oidc::{AuthCode, ExchangeError, Nonce, PkceVerifier};
+use crate::session::{LoginState, Session};
+use crate::{App, Body};
+
+/// Seconds since the Unix epoch.
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Longest return target kept; longer ones fall back to `/`.
+const MAX_RETURN_TARGET: usize = 2048;
+
+/// `target` if it is a relative path on this origin, else `/`.
+///
+/// Refused: anything not starting with exactly one `/` (`//evil`, `https://evil`, `%2F%2Fevil`), a
+/// backslash (`/\evil`: browsers read `\` as `/`), and control characters, also once percent-decoded
+/// (`/%09/evil`: browsers drop tabs and newlines, leaving `//evil`).
+pub fn safe_return_target(target: &str) -> &str {
+    fn acceptable(s: &[u8]) -> bool {
+        s.first() == Some(&b'/')
+            && !matches!(s.get(1), Some(b'/' | b'\\'))
+            && !s.iter().any(|&b| b == b'\\' || b < 0x20 || b == 0x7f)
+    }
+    if target.len() > MAX_RETURN_TARGET || !acceptable(target.as_bytes()) {
+        return "/";
+    }
+    let decoded: Vec<u8> = percent_encoding::percent_decode_str(target).collect();
+    if !acceptable(&decoded) {
+        return "/";
+    }
+    target
+}
+
+fn query_param(req_query: Option<&str>, name: &str) -> Result<Option<String>, GatewayError> {
+    let mut found = None;
+    for (k, v) in url::form_urlencoded::parse(req_query.unwrap_or("").as_bytes()) {
+        if k == name {
+            if found.is_some() {
+                // RFC 6749 section 3.1: parameters must not be repeated.
+                return Err(GatewayError::new(
+                    ErrorKind::BadRequest,
+                    format!("query parameter {name} repeated"),
+                ));
+            }
+            found = Some(v.into_owned());
+        }
+    }
+    Ok(found)
+}
+
+fn redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Result<Response<Body>, GatewayError> {
+    let location = HeaderValue::try_from(location).map_err(|_| {
+        GatewayError::new(
+            ErrorKind::Internal,
+            "redirect target is not a valid header value",
+        )
+    })?;
+    let mut response = text_response(StatusCode::FOUND, "text/plain; charset=utf-8", "");
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    for cookie in set_cookies {
+        headers.append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// Send the browser to the provider to log in, returning to `return_to` afterwards.
+pub fn begin(
+    app: &App,
+    return_to: &str,
+    request: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
+    if !app.provider.is_ready() || !app.provider.is_reachable() {
+        return Err(GatewayError::new(
+            ErrorKind::ProviderUnavailable,
+            "login refused: the identity provider is not loaded or not reachable",
+        ));
+    }
+    let (url, secrets) = app.provider.begin_login().map_err(|e| {
+        GatewayError::new(
+            ErrorKind::ProviderUnavailable,
+            format!("login refused: {e}"),
+        )
+    })?;
+    let state = LoginState {
+        state: secrets.state.secret().to_string(),
+        nonce: secrets.nonce.secret().to_string(),
+        pkce_verifier: secrets
+            .pkce_verifier
+            .as_ref()
+            .map(|v| v.secret().to_string()),
+        return_to: safe_return_target(return_to).to_string(),
+        created_at: unix_now(),
+    };
+    let cookies = app.cookies.start_login(&state, request).map_err(|e| {
+        GatewayError::new(ErrorKind::BadRequest, format!("cannot start a login: {e}"))
+    })?;
+    tracing::debug!("login started");
+    redirect(url.as_str(), cookies)
+}
+
+/// `GET /oauth2/start?rd=/path`.
+pub fn start<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+    let rd = query_param(req.uri().query(), "rd")?.unwrap_or_else(|| "/".into());
+    begin(app, &rd, req.headers())
+}
+
+/// `GET /oauth2/callback?code=...&state=...` (or `error=...`).
+pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+    let query = req.uri().query();
+    let state_param = query_param(query, "state")?;
+    if let Some(error) = query_param(query, "error")? {
+        // RFC 6749 section 4.1.2.1: the provider refused; show what it said, escaped by the renderer.
+        let description = query_param(query, "error_description")?.unwrap_or_default();
+        let shown = printable(&format!(
+            "{error}{}{description}",
+            if description.is_empty() { "" } else { ": " }
+        ));
+        return Err(GatewayError::new(
+            ErrorKind::LoginFailed,
+            format!("the provider answered the login with error: {shown}"),
+        )
+        .with_public(format!("The identity provider reported: {shown}")));
+    }
+    let state_param = state_param.ok_or_else(|| {
+        GatewayError::new(ErrorKind::LoginFailed, "callback without a state parameter")
+    })?;
+    let now = unix_now();
+    let (login, clear_login) = app.cookies.finish_login(&state_param, req.headers(), now).ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::LoginFailed,
+            "callback state does not match a login started in this browser (missing, expired, tampered or already used)",
+        )
+        .with_public("This sign-in link is not valid any more. Please start again.")
+    })?;
+    let code = query_param(query, "code")?
+        .filter(|c| !c.is_empty())
+        .ok_or_else(|| GatewayError::new(ErrorKind::LoginFailed, "callback without a code"))?;
+
+    let tokens = app
+        .provider
+        .exchange_code(
+            AuthCode::new(code),
+            login.pkce_verifier.clone().map(PkceVerifier::new),
+        )
+        .await
+        .map_err(exchange_error)?;
+    let id_token = tokens.id_token.as_ref().ok_or_else(|| {
+        GatewayError::new(
+            ErrorKind::ProviderError,
+            "token response has no id_token (is the openid scope configured?)",
+        )
+    })?;
+    let claims = app
+        .provider
+        .validate_id_token(
+            id_token.secret(),
+            &Nonce::new(login.nonce.clone()),
+            Some(tokens.access_token.secret()),
+            SystemTime::now(),
+        )
+        .await
+        .map_err(|e| {
+            GatewayError::new(ErrorKind::ProviderError, format!("id_token rejected: {e}"))
+        })?;
+
+    let lifetime = app.config.session.lifetime.as_secs();
+    let session = Session {
+        claims: session_claims(claims),
+        id_token: keep_id_token(app, id_token.secret()).then(|| id_token.secret().to_string()),
+        access_token: app
+            .config
+            .headers
+            .pass_access_token
+            .then(|| tokens.access_token.secret().to_string()),
+        refresh_token: None,
+        created_at: now,
+        expires_at: now.saturating_add(lifetime),
+    };
+    let mut cookies = app
+        .cookies
+        .write(&session, req.headers(), now)
+        .map_err(|e| {
+            GatewayError::new(
+                ErrorKind::ProviderError,
+                format!("cannot store the session: {e}"),
+            )
+            .with_public("The identity returned by the provider is too large to keep in a session.")
+        })?;
+    cookies.push(clear_login);
+    tracing::info!(sub = session.sub().unwrap_or("?"), "login succeeded");
+    redirect(safe_return_target(&login.return_to), cookies)
+}
+
+/// Largest id_token kept only as a logout hint; a larger one would multiply the cookie's size.
+const MAX_HINT_BYTES: usize = 4096;
+
+/// The id_token is kept when it is sent upstream, or as the `id_token_hint` of RP-initiated logout while
+/// it is small enough not to bloat the session cookie.
+fn keep_id_token(app: &App, id_token: &str) -> bool {
+    app.config.headers.pass_id_token
+        || (app.provider.end_session_endpoint().is_some() && id_token.len() <= MAX_HINT_BYTES)
+}
+
+fn exchange_error(e: ExchangeError) -> GatewayError {
+    match &e {
+        ExchangeError::Unreachable(_) | ExchangeError::NotReady => GatewayError::new(
+            ErrorKind::ProviderUnavailable,
+            format!("code exchange failed: {e}"),
+        ),
+        ExchangeError::ErrorResponse { error, description } => {
+            let shown = printable(&match description {
+                Some(d) => format!("{error}: {d}"),
+                None => error.clone(),
+            });
+            // invalid_grant: the code was used, expired or stolen; the user can simply start again.
+            let kind = if error == "invalid_grant" {
+                ErrorKind::LoginFailed
+            } else {
+                ErrorKind::ProviderError
+            };
+            GatewayError::new(kind, format!("code exchange refused: {e}")).with_public(format!(
+                "The identity provider refused the sign-in: {shown}"
+            ))
+        }
+        ExchangeError::BadResponse(_) | ExchangeError::Request(_) => GatewayError::new(
+            ErrorKind::ProviderError,
+            format!("code exchange failed: {e}"),
+        ),
+    }
+}
+
+/// Text from the network made safe for one log line: control characters dropped, length bounded.
+fn printable(s: &str) -> String {
+    s.chars().filter(|c| !c.is_control()).take(300).collect()
+}
+
+/// Claims that only served to validate the token are not kept in the session.
+const PROTOCOL_CLAIMS: &[&str] = &[
+    "aud", "azp", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "s_hash", "jti", "isk",
+];
+
+fn session_claims(
+    mut claims: serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    for name in PROTOCOL_CLAIMS {
+        claims.remove(*name);
+    }
+    claims
+}
+
+/// `GET|POST /oauth2/sign_out?rd=/path`: clear the session; RP-initiated logout at the provider when it
+/// publishes an `end_session_endpoint` (OpenID Connect RP-Initiated Logout 1.0).
+pub fn sign_out<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+    let rd = query_param(req.uri().query(), "rd")?.unwrap_or_else(|| "/".into());
+    let rd = safe_return_target(&rd);
+    let session = app.cookies.read(req.headers(), unix_now());
+    let cookies = app.cookies.clear(req.headers());
+    if let Some(sub) = session.as_ref().and_then(Session::sub) {
+        tracing::info!(sub, "signed out");
+    }
+    let location = match app.provider.end_session_endpoint() {
+        Some(mut end) => {
+            let after = app.config.server.public_url.join(rd).map_err(|_| {
+                GatewayError::new(ErrorKind::BadRequest, "bad sign-out return target")
+            })?;
+            {
+                let mut q = end.query_pairs_mut();
+                if let Some(id_token) = session.as_ref().and_then(|s| s.id_token.as_deref()) {
+                    q.append_pair("id_token_hint", id_token);
+                }
+                q.append_pair("client_id", app.provider.client_id());
+                q.append_pair("post_logout_redirect_uri", after.as_str());
+            }
+            end.to_string()
+        }
+        None => rd.to_string(),
+    };
+    redirect(&location, cookies)
+}
+
+/// `GET /oauth2/userinfo`: the session's identity as JSON.
+pub fn userinfo(session: Option<&Session>) -> Result<Response<Body>, GatewayError> {
+    let session = session.ok_or_else(|| {
+        GatewayError::new(ErrorKind::Unauthenticated, "userinfo without a session")
+    })?;
+    let body = serde_json::Value::Object(session.claims.clone()).to_string();
+    Ok(text_response(StatusCode::OK, "application/json", body))
+}
+
+/// `GET /oauth2/auth`: forward-auth (nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz): 202 with
+/// the identity headers, or 401.
+pub fn auth(app: &App, session: Option<&Session>) -> Result<Response<Body>, GatewayError> {
+    let session = session.ok_or_else(|| {
+        GatewayError::new(ErrorKind::Unauthenticated, "forward-auth without a session")
+    })?;
+    let mut response = text_response(StatusCode::ACCEPTED, "text/plain; charset=utf-8", "");
+    for (name, value) in app.identity_headers(session) {
+        response.headers_mut().append(name, value);
+    }
+    Ok(response)
+}
+
+/// The redirect URI registered at the provider: `public_url` + prefix + `/callback`.
+pub fn redirect_uri(public_url: &Url, prefix: &str) -> Url {
+    let mut url = public_url.clone();
+    url.set_path(&format!("{prefix}/callback"));
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn return_targets_stay_on_this_origin() {
+        for good in ["/", "/a/b?c=d", "/a//b", "/path%20with%20space"] {
+            assert_eq!(safe_return_target(good), good);
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example",
+            "%2F%2Fevil.example",
+            "/%09/evil.example",
+            "/%2F/evil.example",
+            "/%5Cevil.example",
+            "/\t/evil.example",
+            "",
+            "evil",
+            "javascript:alert(1)",
+        ] {
+            assert_eq!(safe_return_target(bad), "/", "{bad:?}");
+        }
+        assert_eq!(safe_return_target(&format!("/{}", "a".repeat(3000))), "/");
+    }
+
+    #[test]
+    fn repeated_parameters_are_refused() {
+        assert!(query_param(Some("state=a&state=b"), "state").is_err());
+        assert_eq!(
+            query_param(Some("state=a%20b&x=1"), "state")
+                .unwrap()
+                .as_deref(),
+            Some("a b")
+        );
+        assert_eq!(query_param(None, "state").unwrap(), None);
+    }
+
+    #[test]
+    fn protocol_claims_are_not_kept() {
+        let claims = serde_json::json!({"sub": "u", "email": "e", "nonce": "n", "exp": 1, "aud": "c", "groups": ["g"]});
+        let kept = session_claims(claims.as_object().unwrap().clone());
+        let mut keys: Vec<&str> = kept.keys().map(String::as_str).collect();
+        keys.sort_unstable();
+        assert_eq!(keys, ["email", "groups", "sub"]);
+    }
+}

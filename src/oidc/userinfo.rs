@@ -1,0 +1,113 @@
+//! The UserInfo request and response (OIDC Core 5.3).
+//!
+//! What it owns: the request bytes and the reading of the answer. What it does not own: the
+//! merge into the session, nor the check that the answer's `sub` equals the id_token's `sub`
+//! (OIDC Core 5.3.2), which the caller makes because only it holds the id_token's claims.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, ACCEPT, AUTHORIZATION};
+use serde_json::{Map, Value};
+use url::Url;
+
+use super::{json_object, to_uri, AccessToken};
+
+/// Why the userinfo call failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UserinfoError {
+    #[error("provider metadata not loaded yet")]
+    NotReady,
+    #[error("the provider has no userinfo_endpoint")]
+    NoEndpoint,
+    #[error("provider unreachable: {0}")]
+    Unreachable(String),
+    /// The access token was refused (RFC 6750 3.1: 401 invalid_token, 403 insufficient_scope).
+    #[error("userinfo endpoint refused the access token (HTTP {0})")]
+    Rejected(u16),
+    #[error("userinfo endpoint: {0}")]
+    BadResponse(String),
+}
+
+/// GET with the access token as a Bearer credential (RFC 6750 2.1), marked sensitive so no
+/// logging layer prints it.
+pub fn userinfo_request(
+    endpoint: &Url,
+    access_token: &AccessToken,
+) -> Result<http::Request<Bytes>, UserinfoError> {
+    let mut auth =
+        HeaderValue::try_from(format!("Bearer {}", access_token.secret())).map_err(|_| {
+            UserinfoError::BadResponse("access token is not a valid header value".into())
+        })?;
+    auth.set_sensitive(true);
+    http::Request::get(to_uri(endpoint).map_err(UserinfoError::BadResponse)?)
+        .header(AUTHORIZATION, auth)
+        .header(ACCEPT, "application/json")
+        .body(Bytes::new())
+        .map_err(|e| UserinfoError::BadResponse(e.to_string()))
+}
+
+/// Reads a userinfo answer: a JSON object with a `sub` (OIDC Core 5.3.2). A signed or encrypted
+/// (`application/jwt`) answer is refused as not JSON.
+pub fn parse_userinfo(resp: &http::Response<Bytes>) -> Result<Map<String, Value>, UserinfoError> {
+    let status = resp.status();
+    if status == http::StatusCode::UNAUTHORIZED || status == http::StatusCode::FORBIDDEN {
+        return Err(UserinfoError::Rejected(status.as_u16()));
+    }
+    if !status.is_success() {
+        return Err(UserinfoError::BadResponse(format!(
+            "HTTP {}",
+            status.as_u16()
+        )));
+    }
+    let map = json_object(resp.body(), "userinfo").map_err(UserinfoError::BadResponse)?;
+    match map.get("sub") {
+        Some(Value::String(s)) if !s.is_empty() => Ok(map),
+        _ => Err(UserinfoError::BadResponse("no sub claim".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resp(status: u16, body: &str) -> http::Response<Bytes> {
+        http::Response::builder()
+            .status(status)
+            .body(Bytes::from(body.to_owned()))
+            .unwrap()
+    }
+
+    #[test]
+    fn request_carries_a_sensitive_bearer() {
+        let url = Url::parse("https://idp.example.com/userinfo").unwrap();
+        let req = userinfo_request(&url, &AccessToken::new("tok")).unwrap();
+        assert_eq!(req.headers()[AUTHORIZATION], "Bearer tok");
+        assert!(req.headers()[AUTHORIZATION].is_sensitive());
+        assert!(userinfo_request(&url, &AccessToken::new("a\r\nb")).is_err());
+    }
+
+    #[test]
+    fn responses() {
+        let ok = parse_userinfo(&resp(200, r#"{"sub":"alice","email":"a@example.com"}"#)).unwrap();
+        assert_eq!(ok["email"], "a@example.com");
+        assert_eq!(
+            parse_userinfo(&resp(401, "")),
+            Err(UserinfoError::Rejected(401))
+        );
+        assert_eq!(
+            parse_userinfo(&resp(403, "")),
+            Err(UserinfoError::Rejected(403))
+        );
+        assert!(matches!(
+            parse_userinfo(&resp(500, "")),
+            Err(UserinfoError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_userinfo(&resp(200, "eyJ.a.b")),
+            Err(UserinfoError::BadResponse(_))
+        ));
+        assert!(matches!(
+            parse_userinfo(&resp(200, r#"{"email":"x"}"#)),
+            Err(UserinfoError::BadResponse(_))
+        ));
+    }
+}

@@ -1,0 +1,143 @@
+//! Reading and filtering `Cookie` request headers.
+//!
+//! Hand-written rather than `cookie::Cookie::split_parse` because it runs on every request and must
+//! not allocate: it yields borrowed `(name, value)` byte slices straight out of the header values.
+//! It follows the user-agent side of RFC 6265 section 4.2.1 (`name=value` pairs separated by `; `)
+//! but tolerates what real clients send: several `Cookie` headers (HTTP/2 may split the field,
+//! RFC 9113 section 8.2.3), missing spaces, empty parts, parts without `=`, quoted values and
+//! bytes that are not UTF-8. A malformed part is skipped; it never hides the parts around it.
+
+use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
+
+/// Every `(name, value)` pair of every `Cookie` header, in order. Values lose one pair of
+/// surrounding double quotes (RFC 6265 section 4.1.1 allows `cookie-value = DQUOTE ... DQUOTE`).
+pub(super) fn pairs(headers: &HeaderMap) -> impl Iterator<Item = (&[u8], &[u8])> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
+        .filter_map(parse_pair)
+}
+
+fn parse_pair(part: &[u8]) -> Option<(&[u8], &[u8])> {
+    let eq = part.iter().position(|&b| b == b'=')?;
+    let (name, value) = part.split_at(eq);
+    let name = name.trim_ascii();
+    if name.is_empty() {
+        return None;
+    }
+    let value = value.get(1..)?.trim_ascii();
+    let value = match value {
+        [b'"', inner @ .., b'"'] => inner,
+        _ => value,
+    };
+    Some((name, value))
+}
+
+/// Remove every cookie whose name `is_ours` says so from the `Cookie` header(s). Other cookies keep
+/// their bytes and their order; a header left empty is dropped. Without any cookie of ours the
+/// headers are not touched at all (the common case for public routes costs one scan).
+pub(super) fn strip(headers: &mut HeaderMap, is_ours: impl Fn(&[u8]) -> bool) {
+    if !pairs(headers).any(|(name, _)| is_ours(name)) {
+        return;
+    }
+    let mut kept: Vec<HeaderValue> = Vec::new();
+    for value in headers.get_all(COOKIE) {
+        let bytes = value.as_bytes();
+        let mine = |part: &[u8]| parse_pair(part).is_some_and(|(name, _)| is_ours(name));
+        if !bytes.split(|&b| b == b';').any(mine) {
+            kept.push(value.clone());
+            continue;
+        }
+        let mut out = Vec::with_capacity(bytes.len());
+        for part in bytes.split(|&b| b == b';') {
+            let part = part.trim_ascii();
+            if part.is_empty() || mine(part) {
+                continue;
+            }
+            if !out.is_empty() {
+                out.extend_from_slice(b"; ");
+            }
+            out.extend_from_slice(part);
+        }
+        // The bytes all come from a valid header value joined by "; ", so this cannot fail.
+        if let Ok(mut filtered) = HeaderValue::from_bytes(&out) {
+            if !out.is_empty() {
+                filtered.set_sensitive(value.is_sensitive());
+                kept.push(filtered);
+            }
+        }
+    }
+    headers.remove(COOKIE);
+    for value in kept {
+        headers.append(COOKIE, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(values: &[&[u8]]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            headers.append(COOKIE, HeaderValue::from_bytes(value).unwrap());
+        }
+        headers
+    }
+
+    fn collect(headers: &HeaderMap) -> Vec<(String, String)> {
+        pairs(headers)
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn parses_pairs_across_headers_and_tolerates_junk() {
+        let headers = map(&[
+            b"a=1; b = 2 ;;  junk ; =novalue; c=\"quoted\"",
+            b"d=x=y;e=;\xff=\xfe",
+        ]);
+        assert_eq!(
+            collect(&headers),
+            [
+                ("a", "1"),
+                ("b", "2"),
+                ("c", "quoted"),
+                ("d", "x=y"),
+                ("e", ""),
+                ("\u{fffd}", "\u{fffd}"),
+            ]
+            .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        );
+    }
+
+    #[test]
+    fn strip_keeps_foreign_cookies_in_order_and_drops_empty_headers() {
+        let mut headers = map(&[b"x=1; ours=2;y=\"3\"; flag", b"ours_1=a", b"z=9"]);
+        strip(&mut headers, |name| name.starts_with(b"ours"));
+        let values: Vec<_> = headers.get_all(COOKIE).iter().collect();
+        assert_eq!(values, ["x=1; y=\"3\"; flag", "z=9"]);
+    }
+
+    #[test]
+    fn strip_without_own_cookies_leaves_headers_untouched() {
+        let mut headers = map(&[b"x=1;y=2", b" z=3 "]);
+        let before = headers.clone();
+        strip(&mut headers, |name| name == b"ours");
+        assert_eq!(headers, before);
+    }
+
+    #[test]
+    fn strip_removes_the_header_when_nothing_is_left() {
+        let mut headers = map(&[b"ours=1", b"ours=2; ;"]);
+        strip(&mut headers, |name| name == b"ours");
+        assert!(headers.get(COOKIE).is_none());
+    }
+}

@@ -32,6 +32,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the Unix epoch.
+pub fn unix_now_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// Longest return target kept; longer ones fall back to `/`.
 const MAX_RETURN_TARGET: usize = 2048;
 
@@ -115,7 +123,7 @@ pub fn begin(
             .as_ref()
             .map(|v| v.secret().to_string()),
         return_to: safe_return_target(return_to).to_string(),
-        created_at: unix_now(),
+        created_at: unix_now_micros(),
     };
     let cookies = app.cookies.start_login(&state, request).map_err(|e| {
         GatewayError::new(ErrorKind::BadRequest, format!("cannot start a login: {e}"))

@@ -37,7 +37,17 @@ enum Command {
     /// Print a fresh random 32-byte session secret (base64url).
     Secret,
     /// Run a self-contained demo on loopback: an OpenID provider, a demo app and the gateway.
-    Demo,
+    Demo {
+        /// The gateway's port.
+        #[arg(long, default_value_t = 4180)]
+        gateway_port: u16,
+        /// The development provider's port.
+        #[arg(long, default_value_t = 4181)]
+        provider_port: u16,
+        /// The demo application's port.
+        #[arg(long, default_value_t = 4182)]
+        app_port: u16,
+    },
 }
 
 fn main() -> ExitCode {
@@ -66,7 +76,15 @@ fn main() -> ExitCode {
             }
             Err(e) => fail(&e.to_string()),
         },
-        Some(Command::Demo) => match runtime().block_on(portcullis::demo::run()) {
+        Some(Command::Demo {
+            gateway_port,
+            provider_port,
+            app_port,
+        }) => match runtime().block_on(portcullis::demo::run(portcullis::demo::DemoPorts {
+            gateway: gateway_port,
+            provider: provider_port,
+            app: app_port,
+        })) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => fail(&format!("{e:#}")),
         },

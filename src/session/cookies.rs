@@ -269,8 +269,10 @@ impl SessionCookies {
             .filter_map(|(_, value)| self.open_login(name.as_bytes(), value, &mut buf))
             .find(|login| {
                 let same = login.state.as_bytes().ct_eq(state_param.as_bytes());
-                let fresh = now < login.created_at.saturating_add(LOGIN_TTL.as_secs())
-                    && login.created_at <= now.saturating_add(LOGIN_CLOCK_SKEW);
+                // `created_at` is in microseconds (it orders parallel logins for eviction).
+                let created = login.created_at / 1_000_000;
+                let fresh = now < created.saturating_add(LOGIN_TTL.as_secs())
+                    && created <= now.saturating_add(LOGIN_CLOCK_SKEW);
                 bool::from(same) && fresh
             })?;
         Some((login, self.removal(&name)))
@@ -482,13 +484,14 @@ mod tests {
         }
     }
 
+    /// A login started at `created_at` (Unix seconds), stored in microseconds.
     fn login(state: &str, created_at: u64) -> LoginState {
         LoginState {
             state: state.into(),
             nonce: format!("nonce-{state}"),
             pkce_verifier: Some(format!("verifier-{state}")),
             return_to: "/dashboard?tab=1".into(),
-            created_at,
+            created_at: created_at * 1_000_000,
         }
     }
 
@@ -828,7 +831,7 @@ mod tests {
             let (found, _) = codec
                 .finish_login(&state, &jar.headers(), NOW + 20)
                 .unwrap();
-            assert_eq!(found.created_at, NOW + i);
+            assert_eq!(found.created_at, (NOW + i) * 1_000_000);
         }
         assert_eq!(
             codec.finish_login("state-14", &jar.headers(), NOW + 20),

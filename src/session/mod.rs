@@ -75,7 +75,7 @@ pub struct LoginState {
     pub nonce: String,
     pub pkce_verifier: Option<String>,
     pub return_to: String,
-    /// Unix seconds.
+    /// Unix microseconds: fine enough to order logins started one right after another.
     pub created_at: u64,
 }
 

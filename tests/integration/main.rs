@@ -1,8 +1,11 @@
 //! Integration tests: one binary of modules (link time matters on small machines). Every test talks real
 //! HTTP over loopback to real servers: the gateway (in process or the real binary) and real upstreams.
 
+mod browser;
 mod cli;
+mod demo;
 mod lifecycle;
+mod login;
 mod proxy;
 mod routes;
 mod support;

@@ -1,0 +1,310 @@
+//! The development OpenID provider: a real HTTP OpenID Connect provider on loopback, used by
+//! `portcullis demo` and by the gateway's integration tests. NOT for production: demo users with
+//! a public password, keys in memory, no persistence. Its pages carry a banner saying so and
+//! start-up logs a warning.
+//!
+//! It is strict where real providers are strict (exact redirect_uri match, single-use codes,
+//! PKCE S256, client authentication exactly by the registered method, RFC 6749 section 2.3.1
+//! encoding of Basic credentials), so a gateway that passes against it has proven something.
+//! [`Misbehavior`] switches make it fail in exactly one way at a time, so the gateway's negative
+//! tests run its real code paths against real HTTP.
+//!
+//! Layout: this file owns the public API and the accept loop; `state` the configuration and
+//! shared maps; `handlers` the browser-facing endpoints; `token` the token endpoint, client
+//! authentication and id_token minting; `keys`, `form`, `pages`, `store`, `users` the pieces.
+//!
+//! Two URL profiles: [`Profile::Standard`] (issuer `http://127.0.0.1:PORT`, endpoints `/authorize`,
+//! `/token`, `/jwks`, `/userinfo`, `/end_session`) and [`Profile::Asgardeo`], which reproduces the
+//! shape of WSO2 Asgardeo: issuer `http://127.0.0.1:PORT/t/demo/oauth2/token` while every endpoint
+//! is advertised on host `localhost` (`/t/demo/oauth2/{authorize,token,jwks,userinfo}`,
+//! `/t/demo/oidc/logout`), kids ending in `_RS256`, `x5t` in the JWS header and the extra claims
+//! `c_hash`, `amr`, `sid`, `isk`. Discovery is always at issuer + `/.well-known/openid-configuration`.
+//!
+//! `post_logout_redirect_uri` at end_session is accepted when its origin (scheme, host, port)
+//! equals the origin of a redirect_uri registered for the client (named by `client_id` or by the
+//! `aud` of `id_token_hint`; any client when neither is given). The provider keeps no SSO session:
+//! every authorization request shows the login form.
+
+mod form;
+mod handlers;
+mod keys;
+mod pages;
+mod state;
+mod store;
+mod token;
+mod users;
+
+#[cfg(test)]
+mod tests;
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::{JoinHandle, JoinSet};
+
+pub use keys::generate_client_keypair;
+pub use users::{DemoGroups, DemoUser, DEMO_PASSWORD, DEMO_USERS, MANY_GROUPS_COUNT};
+
+use state::Shared;
+
+/// Which provider the development provider imitates (URLs, kid style, extra claims).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Profile {
+    /// Generic OpenID Connect provider at the server root.
+    #[default]
+    Standard,
+    /// WSO2 Asgardeo's tenant paths, host split and token shape.
+    Asgardeo,
+}
+
+/// How the development provider is set up.
+#[derive(Debug, Clone)]
+pub struct DevProviderOptions {
+    /// Registered clients.
+    pub clients: Vec<DevClient>,
+    /// URL layout and token shape.
+    pub profile: Profile,
+    /// Whether token responses carry a refresh_token (and the refresh grant is enabled).
+    pub issue_refresh_token: bool,
+}
+
+/// A registered client.
+#[derive(Debug, Clone)]
+pub struct DevClient {
+    /// The `client_id`.
+    pub client_id: String,
+    /// The one authentication method the token endpoint accepts for it.
+    pub auth: DevClientAuth,
+    /// Redirect URIs, matched exactly (RFC 6749 section 3.1.2.3).
+    pub redirect_uris: Vec<String>,
+}
+
+/// Client authentication at the token endpoint (RFC 6749 section 2.3, RFC 7523).
+#[derive(Clone)]
+pub enum DevClientAuth {
+    /// `client_secret_basic` with this secret.
+    SecretBasic(String),
+    /// `client_secret_post` with this secret.
+    SecretPost(String),
+    /// `private_key_jwt`: assertions verified with this public key (SPKI PEM, RSA or EC P-256/P-384).
+    PrivateKeyJwt {
+        /// The client's public key.
+        public_key_pem: String,
+    },
+    /// Public client: no authentication, PKCE required.
+    None,
+}
+
+impl std::fmt::Debug for DevClientAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DevClientAuth::SecretBasic(_) => f.write_str("SecretBasic([redacted])"),
+            DevClientAuth::SecretPost(_) => f.write_str("SecretPost([redacted])"),
+            DevClientAuth::PrivateKeyJwt { .. } => f.write_str("PrivateKeyJwt { .. }"),
+            DevClientAuth::None => f.write_str("None"),
+        }
+    }
+}
+
+/// One deliberate defect. Applies to token responses issued after it is set (and `Slow` to every
+/// endpoint); each alters exactly one thing.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Misbehavior {
+    /// Behave.
+    #[default]
+    None,
+    /// Sign the id_token with a key that is not in the JWKS, under the current kid.
+    WrongKey,
+    /// `alg: none` and an empty signature.
+    AlgNone,
+    /// HS256 with the current public key's PEM as the HMAC secret (algorithm confusion).
+    Hs256WithPublicKey,
+    /// `iss` is the issuer with `/wrong` appended.
+    WrongIssuer,
+    /// `aud` is another client.
+    WrongAudience,
+    /// `aud` is the client and another audience, with no `azp`.
+    MultipleAudiencesNoAzp,
+    /// `azp` is another client.
+    WrongAzp,
+    /// `exp` ten minutes in the past.
+    Expired,
+    /// `iat` ten minutes in the future.
+    FutureIat,
+    /// `nbf` ten minutes in the future.
+    NotYetValid,
+    /// `nonce` differs from the one sent.
+    BadNonce,
+    /// No `nonce` claim.
+    MissingNonce,
+    /// `at_hash` does not match the access token.
+    BadAtHash,
+    /// The JWS header names a kid that is not in the JWKS (signature by the current key).
+    UnknownKid,
+    /// The token endpoint answers 400 with this OAuth error (RFC 6749 section 5.2).
+    TokenError {
+        /// `error` code.
+        error: String,
+        /// `error_description`.
+        description: String,
+    },
+    /// Every endpoint waits this long before answering.
+    Slow(Duration),
+    /// The token endpoint answers 500.
+    ServerError,
+}
+
+/// A running development provider. Dropping it stops the server too; [`DevProvider::shutdown`]
+/// also waits until every connection is closed.
+pub struct DevProvider {
+    shared: Arc<Shared>,
+    addr: SocketAddr,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for DevProvider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DevProvider")
+            .field("issuer", &self.shared.urls.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DevProvider {
+    /// Starts serving on `listener` (bind it to `127.0.0.1:0`). Fails when the options are
+    /// invalid (unparsable key, bad redirect URI, duplicate client) or key generation fails.
+    pub async fn start(
+        listener: TcpListener,
+        options: DevProviderOptions,
+    ) -> std::io::Result<DevProvider> {
+        let addr = listener.local_addr()?;
+        let shared = Arc::new(Shared::new(addr, options)?);
+        tracing::warn!(
+            issuer = %shared.urls.issuer,
+            "development OpenID provider started: NOT for production (public demo passwords, in-memory keys)"
+        );
+        let (stop, stopped) = oneshot::channel();
+        let task = tokio::spawn(accept_loop(listener, Arc::clone(&shared), stopped));
+        Ok(DevProvider {
+            shared,
+            addr,
+            stop,
+            task,
+        })
+    }
+
+    /// The exact `iss` value of its id_tokens (discovery at this + `/.well-known/openid-configuration`).
+    pub fn issuer(&self) -> String {
+        self.shared.urls.issuer.clone()
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Sets the defect of subsequent responses ([`Misbehavior::None`] to behave again).
+    pub fn set_misbehavior(&self, m: Misbehavior) {
+        *state::lock(&self.shared.misbehavior) = m;
+    }
+
+    /// Replaces the signing key with a new one under a new kid; the old key leaves the JWKS.
+    /// On the (theoretical) failure of key generation the old keys stay and an error is logged.
+    pub fn rotate_keys(&self) {
+        match keys::KeySet::generate(self.shared.profile) {
+            Ok(new) => {
+                let mut current = self.shared.keys.write().unwrap_or_else(|e| e.into_inner());
+                *current = new;
+            }
+            Err(e) => tracing::error!(error = %e, "development provider: key rotation failed"),
+        }
+    }
+
+    /// How many JWKS requests it has answered.
+    pub fn jwks_requests(&self) -> u64 {
+        self.shared
+            .counters
+            .jwks
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many token requests it has received.
+    pub fn token_requests(&self) -> u64 {
+        self.shared
+            .counters
+            .token
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many discovery requests it has answered.
+    pub fn discovery_requests(&self) -> u64 {
+        self.shared
+            .counters
+            .discovery
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Stops listening and closes every open connection (including ones in the middle of a
+    /// request), then returns. Afterwards connections to [`DevProvider::addr`] are refused.
+    pub async fn shutdown(self) {
+        let DevProvider { stop, task, .. } = self;
+        let _ = stop.send(());
+        if let Err(e) = task.await {
+            tracing::error!(error = %e, "development provider: accept loop failed");
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn shared(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            // Resolves on `send` and also when the sender is dropped with the DevProvider.
+            _ = &mut stopped => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    connections.spawn(serve_connection(stream, Arc::clone(&shared)));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off instead of spinning.
+                    tracing::warn!(error = %e, "development provider: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+        }
+    }
+    drop(listener);
+    // Aborting the tasks drops the connections, which closes their sockets.
+    connections.shutdown().await;
+}
+
+async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    let service = service_fn(move |request| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handlers::handle(&shared, request).await) }
+    });
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    if let Err(e) = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(error = %e, "development provider: connection ended with an error");
+    }
+}

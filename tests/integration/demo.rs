@@ -1,0 +1,81 @@
+//! The demo binary, driven like a newcomer would: start it, open the printed URL, log in.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use crate::browser::Browser;
+use crate::support::free_port;
+
+struct Demo(std::process::Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn scripted_login_against_the_demo_binary() {
+    let (gateway, provider, app) = (free_port(), free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["demo", "--gateway-port", &gateway.to_string()])
+        .args([
+            "--provider-port",
+            &provider.to_string(),
+            "--app-port",
+            &app.to_string(),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let demo = Demo(child);
+    // The demo prints the URL to open once everything listens.
+    let url = tokio::task::spawn_blocking(move || {
+        for line in BufReader::new(stdout).lines() {
+            let line = line.unwrap();
+            if let Some(rest) = line.trim().strip_prefix("Open ") {
+                return rest.split_whitespace().next().unwrap().to_string();
+            }
+        }
+        panic!("the demo exited without printing a URL");
+    })
+    .await
+    .unwrap();
+    assert_eq!(url, format!("http://localhost:{gateway}/"));
+
+    let b = Browser::new();
+    crate::browser::wait_ready(url.trim_end_matches('/')).await;
+    let back = b.login(&url, "alice").await;
+    assert_eq!(back, url);
+    let page = b.get(&url).await.text().await.unwrap();
+    assert!(
+        page.contains("Signed in as <strong>alice@example.com</strong>"),
+        "{page}"
+    );
+    assert!(
+        page.contains("x-forwarded-groups") && page.contains("admins,staff"),
+        "{page}"
+    );
+
+    // `portcullis check` reaches the running provider's discovery document with the committed file.
+    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
+    let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["check", "--config", config])
+        .env(
+            "PORTCULLIS_OIDC__ISSUER",
+            format!("http://127.0.0.1:{provider}"),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("reachable"));
+    drop(demo);
+}

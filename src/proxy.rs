@@ -244,6 +244,7 @@ impl Proxy {
         for (name, value) in identity {
             headers.append(name, value);
         }
+        merge_cookie_headers(headers);
         if let Some(protocol) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
@@ -505,6 +506,25 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     upgrade
 }
 
+/// HTTP/2 clients may split cookies over several `cookie` fields; an HTTP/1.1 upstream must receive one
+/// header, joined with "; " (RFC 9113 section 8.2.3, RFC 6265 section 5.4).
+fn merge_cookie_headers(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::COOKIE).iter();
+    if values.next().is_none() || values.next().is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .map(HeaderValue::as_bytes)
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+        value.set_sensitive(true);
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// `X-Forwarded-For`: the peer's address, appended to a trusted proxy's list, or alone.
 fn set_forwarded_for(headers: &mut HeaderMap, peer: IpAddr, trusted: bool) {
     let peer = peer.to_canonical();
@@ -599,6 +619,22 @@ mod tests {
         proxy.strip_protected(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-other_header"));
+    }
+
+    #[test]
+    fn several_cookie_fields_become_one() {
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        h.append(header::COOKIE, HeaderValue::from_static("b=2; c=3"));
+        merge_cookie_headers(&mut h);
+        assert_eq!(
+            h.get_all(header::COOKIE).iter().collect::<Vec<_>>(),
+            vec!["a=1; b=2; c=3"]
+        );
+        let mut h = HeaderMap::new();
+        h.append(header::COOKIE, HeaderValue::from_static("a=1"));
+        merge_cookie_headers(&mut h);
+        assert_eq!(h[header::COOKIE], "a=1");
     }
 
     #[test]

@@ -675,3 +675,50 @@ async fn a_gateway_started_while_the_provider_is_down_serves_public_routes() {
     assert!(r.text().await.unwrap().contains("could not be reached"));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn tokens_are_passed_only_when_configured() {
+    let s = stack(StackOptions {
+        extra: "[headers]\n\"X-Auth-Email\" = \"email\"\npass_access_token = true\npass_id_token = true\n".into(),
+        ..Default::default()
+    })
+    .await;
+    let b = Browser::new();
+    b.login(&format!("{}/private", s.base), "alice").await;
+    b.jar
+        .add_cookie_str("app_pref=dark", &url::Url::parse(&s.base).unwrap());
+    let r = b
+        .client
+        .get(format!("{}/private", s.base))
+        .header("authorization", "Bearer forged")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = s.upstream.last().headers;
+    assert_eq!(seen["x-auth-email"], "alice@example.com");
+    assert!(
+        !seen.contains_key("x-forwarded-user"),
+        "only the configured mapping is sent"
+    );
+    let access = seen["x-forwarded-access-token"].to_str().unwrap();
+    assert!(access.len() >= 20 && access != "forged");
+    let auth: Vec<_> = seen.get_all("authorization").iter().collect();
+    assert_eq!(auth.len(), 1);
+    let id_token = auth[0].to_str().unwrap().strip_prefix("Bearer ").unwrap();
+    assert_eq!(
+        id_token.split('.').count(),
+        3,
+        "a JWT, not the client's forged value"
+    );
+    let cookies: Vec<_> = seen
+        .get_all("cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(cookies.len(), 1, "{cookies:?}");
+    assert!(
+        cookies[0].contains("app_pref=dark") && !cookies[0].contains("_portcullis"),
+        "{cookies:?}"
+    );
+}

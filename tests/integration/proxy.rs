@@ -397,3 +397,44 @@ async fn slow_request_heads_are_cut_off() {
     assert!(up.seen().is_empty());
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn tls_with_alpn_serves_http2_and_http1() {
+    let up = TestUpstream::start("a").await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert_path, key_path) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert_path, cert.cert.pem()).unwrap();
+    std::fs::write(&key_path, cert.signing_key.serialize_pem()).unwrap();
+    let text = gateway_toml(&up.url(), PUBLIC).replace(
+        "[server]",
+        &format!(
+            "[server]\ntls_cert_file = {:?}\ntls_key_file = {:?}",
+            cert_path.display().to_string(),
+            key_path.display().to_string()
+        ),
+    );
+    let gw = gateway(&text).await;
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    let url = format!("https://localhost:{}/tls", gw.addr().port());
+    for (http1_only, version) in [
+        (false, reqwest::Version::HTTP_2),
+        (true, reqwest::Version::HTTP_11),
+    ] {
+        let mut builder = reqwest::Client::builder().tls_certs_only([root.clone()]);
+        if http1_only {
+            builder = builder.http1_only();
+        }
+        let r = builder.build().unwrap().get(&url).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.version(), version, "negotiated by ALPN");
+        assert_eq!(up.last().headers["x-forwarded-proto"], "https");
+    }
+    // Plain HTTP on the TLS port is refused, never served.
+    let plain = client()
+        .get(format!("http://127.0.0.1:{}/tls", gw.addr().port()))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    gw.shutdown().await;
+}

@@ -4,8 +4,10 @@
 mod browser;
 mod cli;
 mod demo;
+mod interop;
 mod lifecycle;
 mod login;
+mod node;
 mod proxy;
 mod routes;
 mod support;

@@ -2,6 +2,7 @@
 //! HTTP over loopback to real servers: the gateway (in process or the real binary) and real upstreams.
 
 mod browser;
+mod browser_e2e;
 mod cli;
 mod demo;
 mod interop;

@@ -208,6 +208,16 @@ pub struct OidcProvider {
 pub const OP_SECRET: &str = "s3cr+t/with:all%the&odd bits";
 const KEY_ID: &str = "portcullis-gateway";
 
+/// A test that fails for any reason (a dead provider shows first as a refused connection or a 503 from
+/// the gateway) ends with the provider's state and output.
+impl Drop for OidcProvider {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.node.report());
+        }
+    }
+}
+
 impl OidcProvider {
     /// Start it with every client registered for the gateway at `public_url` (its callback, and `/` and
     /// `/bye` after logout); wait until it listens.

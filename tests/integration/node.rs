@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 
+use crate::support::eventually;
+
 /// The node project of the suites.
 pub fn e2e_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/e2e")
@@ -268,7 +270,20 @@ impl OidcProvider {
         )
     }
 
-    /// The provider's own events (JSON lines on its stdout) named `name`.
+    /// The provider's events named `name` once at least `count` have been read from its stdout (the
+    /// provider writes them before it answers; the reader thread may lag behind), waiting at most 10 s.
+    pub async fn events_at_least(&self, name: &str, count: usize) -> Vec<Value> {
+        let enough = || self.events(name).len() >= count;
+        if !eventually(Duration::from_secs(10), enough).await {
+            panic!(
+                "fewer than {count} {name} events within 10 s\n{}",
+                self.node.report()
+            );
+        }
+        self.events(name)
+    }
+
+    /// The provider's own events (JSON lines on its stdout) named `name`, as read so far.
     pub fn events(&self, name: &str) -> Vec<Value> {
         self.node
             .stdout_lines()

@@ -4,6 +4,25 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+echo "== what the interoperability and browser suites need"
+# Headless Chromium for the browser suite (tests/integration/browser_e2e.rs). When it cannot be
+# installed the run stops here: the browser tests must fail, never pass without a browser.
+if [ ! -x /usr/bin/chromium ]; then
+  if [ "$(id -u)" -eq 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
+  "${apt_get[@]}" update
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y chromium
+fi
+/usr/bin/chromium --version 2>/dev/null
+# Node.js runs oidc-provider and playwright-core (pinned in tests/e2e/package-lock.json).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  echo "Node.js and npm are required (Node 20 or later)" >&2
+  exit 1
+fi
+# npm ci (which always starts from scratch) only when the lock file is newer than the last install.
+if ! [ tests/e2e/node_modules/.installed -nt tests/e2e/package-lock.json ]; then
+  (cd tests/e2e && npm ci --no-audit --no-fund && touch node_modules/.installed)
+fi
+
 echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --all-targets --locked -- -D warnings

@@ -35,9 +35,12 @@ async fn scripted_login_against_the_demo_binary() {
     let demo = Demo(child);
     // The demo prints the URL to open once everything listens.
     let url = tokio::task::spawn_blocking(move || {
-        for line in BufReader::new(stdout).lines() {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(line) = lines.next() {
             let line = line.unwrap();
             if let Some(rest) = line.trim().strip_prefix("Open ") {
+                // Keep reading: the demo prints more lines, and a closed pipe would end it.
+                std::thread::spawn(move || lines.for_each(drop));
                 return rest.split_whitespace().next().unwrap().to_string();
             }
         }

@@ -2,10 +2,13 @@
 //! HTTP over loopback to real servers: the gateway (in process or the real binary) and real upstreams.
 
 mod browser;
+mod browser_e2e;
 mod cli;
 mod demo;
+mod interop;
 mod lifecycle;
 mod login;
+mod node;
 mod proxy;
 mod routes;
 mod support;

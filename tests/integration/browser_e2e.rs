@@ -1,0 +1,177 @@
+//! The whole login in a real browser: headless Chromium (Debian's `chromium`) driven by playwright-core
+//! from tests/e2e/browser-login.mjs, through the gateway in front of the demo app, against the
+//! development provider (both profiles) and oidc-provider. The script opens a protected page, signs in
+//! on the provider's page, checks the identity the app shows, reloads, signs out, and runs two tabs'
+//! logins at once. Screenshots land in target/e2e-screenshots/.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use portcullis::demo::provider::{
+    DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, DEMO_PASSWORD,
+};
+use tokio::net::TcpListener;
+
+use crate::browser::{logs, wait_ready, AWKWARD_SECRET, CLIENT_ID};
+use crate::node::{NodeProcess, OidcProvider, OpClient};
+use crate::support::*;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+
+pub fn screenshot_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("target/e2e-screenshots")
+}
+
+/// The gateway in front of the demo app, with these `[oidc]` lines, on `listener`.
+async fn gateway(listener: TcpListener, base: &str, oidc: &str) -> portcullis::RunningGateway {
+    let app = portcullis::demo::app::spawn().await.unwrap();
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "{base}"
+grace_period = "2s"
+[upstream]
+url = "http://{app}"
+[oidc]
+{oidc}
+[session]
+secret = "{SECRET}"
+"#
+    );
+    let gateway = portcullis::spawn(config(&toml), listener).unwrap();
+    wait_ready(base).await;
+    gateway
+}
+
+/// Run the browser script as `name` against the gateway at `base`; fail with its output (and `extra`,
+/// the provider's) unless every step passed; check both screenshots were written.
+async fn run_browser(name: &str, base: &str, extra: impl Fn() -> String) {
+    assert!(
+        Path::new(CHROMIUM).exists(),
+        "{CHROMIUM} is missing: the browser suite needs Debian's chromium package (scripts/test.sh installs it)"
+    );
+    let dir = screenshot_dir();
+    let started = SystemTime::now() - Duration::from_secs(1);
+    let options = serde_json::json!({
+        "name": name,
+        "base": base,
+        "path": "/reports/q3?year=2026&x=%2Fy",
+        "username": "alice",
+        "password": DEMO_PASSWORD,
+        "email": "alice@example.com",
+        "groups": "admins,staff",
+        "chromium": CHROMIUM,
+        "screenshots": dir,
+    });
+    let script = NodeProcess::spawn("browser-login.mjs", &[options.to_string()]);
+    let (status, stdout, stderr) = script.finish(Duration::from_secs(180)).await;
+    assert!(
+        status.success() && stdout.contains("all steps passed"),
+        "browser login {name}: {status}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}\n{}",
+        extra()
+    );
+    for suffix in ["login", "signed-in"] {
+        let path = dir.join(format!("{name}-{suffix}.png"));
+        let meta = std::fs::metadata(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert!(meta.len() > 1000, "{} is empty", path.display());
+        assert!(
+            meta.modified().unwrap() >= started,
+            "{} is from an earlier run",
+            path.display()
+        );
+    }
+}
+
+async fn against_dev_provider(name: &str, profile: Profile, auth: DevClientAuth) {
+    logs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let client_auth = match &auth {
+        DevClientAuth::SecretBasic(_) => "client_secret_basic",
+        DevClientAuth::SecretPost(_) => "client_secret_post",
+        other => panic!("not used here: {other:?}"),
+    };
+    let provider = DevProvider::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        DevProviderOptions {
+            clients: vec![DevClient {
+                client_id: CLIENT_ID.into(),
+                auth,
+                redirect_uris: vec![format!("{base}/oauth2/callback")],
+            }],
+            profile,
+            issue_refresh_token: false,
+        },
+    )
+    .await
+    .unwrap();
+    let oidc = format!(
+        "issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_auth = \"{client_auth}\"\nclient_secret = {AWKWARD_SECRET:?}",
+        provider.issuer()
+    );
+    let _gateway = gateway(listener, &base, &oidc).await;
+    run_browser(name, &base, || {
+        format!("gateway log:\n{}", crate::browser::log_text())
+    })
+    .await;
+    // The main login and the two tabs each exchanged a code.
+    assert_eq!(provider.token_requests(), 3);
+}
+
+#[tokio::test]
+async fn browser_login_against_the_development_provider() {
+    against_dev_provider(
+        "dev-standard",
+        Profile::Standard,
+        DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_login_against_the_asgardeo_profile_with_client_secret_basic() {
+    against_dev_provider(
+        "dev-asgardeo-basic",
+        Profile::Asgardeo,
+        DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_login_against_the_asgardeo_profile_with_client_secret_post() {
+    against_dev_provider(
+        "dev-asgardeo-post",
+        Profile::Asgardeo,
+        DevClientAuth::SecretPost(AWKWARD_SECRET.into()),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn browser_login_against_oidc_provider() {
+    logs();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
+    let provider = OidcProvider::start(&base).await;
+    let _gateway = gateway(listener, &base, &provider.gateway_oidc(OpClient::Basic)).await;
+    run_browser("oidc-provider", &base, || {
+        format!(
+            "gateway log:\n{}\n{}",
+            crate::browser::log_text(),
+            provider.node.report()
+        )
+    })
+    .await;
+    // The main login and the two tabs each exchanged a code; one logout.
+    assert_eq!(provider.events_at_least("grant.success", 3).await.len(), 3);
+    assert_eq!(
+        provider
+            .events_at_least("end_session.success", 1)
+            .await
+            .len(),
+        1
+    );
+    provider.node.assert_alive();
+}

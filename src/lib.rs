@@ -351,12 +351,8 @@ impl RunningGateway {
     }
 }
 
-/// Build the gateway from `config` and serve on `listener` until `shutdown` completes.
-pub async fn run(
-    config: Config,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), String> {
+/// The shared state and TLS acceptor for `config`, with the provider loader started.
+fn prepare(config: Config) -> Result<(Arc<App>, Option<tokio_rustls::TlsAcceptor>), String> {
     let tls = config
         .server
         .tls
@@ -365,6 +361,16 @@ pub async fn run(
         .transpose()?;
     let app = Arc::new(App::new(config)?);
     app.provider.spawn_loader();
+    Ok((app, tls))
+}
+
+/// Build the gateway from `config` and serve on `listener` until `shutdown` completes.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let (app, tls) = prepare(config)?;
     server::serve(app, listener, tls, shutdown).await;
     Ok(())
 }
@@ -372,14 +378,7 @@ pub async fn run(
 /// Start the gateway on `listener` in a background task.
 pub fn spawn(config: Config, listener: TcpListener) -> Result<RunningGateway, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let tls = config
-        .server
-        .tls
-        .as_ref()
-        .map(server::tls_acceptor)
-        .transpose()?;
-    let app = Arc::new(App::new(config)?);
-    app.provider.spawn_loader();
+    let (app, tls) = prepare(config)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         server::serve(app, listener, tls, async {

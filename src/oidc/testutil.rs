@@ -269,3 +269,11 @@ impl TestServer {
         addr
     }
 }
+
+/// A provider response with `status` and `body`, as the sender hands it to the parsers.
+pub(crate) fn response(status: u16, body: &str) -> http::Response<bytes::Bytes> {
+    http::Response::builder()
+        .status(status)
+        .body(bytes::Bytes::from(body.to_owned()))
+        .unwrap()
+}

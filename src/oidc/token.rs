@@ -509,12 +509,7 @@ mod tests {
         );
     }
 
-    fn resp(status: u16, body: &str) -> http::Response<Bytes> {
-        http::Response::builder()
-            .status(status)
-            .body(Bytes::from(body.to_owned()))
-            .unwrap()
-    }
+    use crate::oidc::testutil::response as resp;
 
     #[test]
     fn token_responses_in_their_variants() {

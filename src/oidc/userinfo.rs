@@ -69,12 +69,7 @@ pub fn parse_userinfo(resp: &http::Response<Bytes>) -> Result<Map<String, Value>
 mod tests {
     use super::*;
 
-    fn resp(status: u16, body: &str) -> http::Response<Bytes> {
-        http::Response::builder()
-            .status(status)
-            .body(Bytes::from(body.to_owned()))
-            .unwrap()
-    }
+    use crate::oidc::testutil::response as resp;
 
     #[test]
     fn request_carries_a_sensitive_bearer() {

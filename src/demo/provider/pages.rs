@@ -11,18 +11,7 @@ const BANNER: &str = "Development OpenID provider of portcullis: NOT for product
 
 /// Escapes text for HTML element content and double- or single-quoted attribute values.
 pub(crate) fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#x27;"),
-            _ => out.push(c),
-        }
-    }
-    out
+    crate::error::html_escape(text)
 }
 
 fn page(title: &str, body: &str) -> String {
@@ -111,7 +100,7 @@ mod tests {
         assert!(!html.contains("<script>alert"));
         assert!(html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
         assert!(html.contains("value=\"r&quot;id\""));
-        assert!(html.contains("bad &amp; &#x27;x&#x27;"));
+        assert!(html.contains("bad &amp; &#39;x&#39;"));
         assert!(html.contains("NOT for production"));
         assert!(html.contains("name=\"username\"") && html.contains("name=\"password\""));
         assert!(html.contains("<button type=\"submit\">"));

@@ -196,6 +196,8 @@ impl App {
     }
 }
 
+const X_REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requested-with");
+
 /// Whether the client is a program rather than a browser navigating (SPEC: API requests get `401` JSON,
 /// never a redirect): a method other than GET/HEAD, `X-Requested-With: XMLHttpRequest`, or an `Accept`
 /// that asks for JSON rather than HTML.
@@ -205,7 +207,7 @@ pub fn is_api_request<B>(req: &Request<B>) -> bool {
     }
     let headers = req.headers();
     if headers
-        .get("x-requested-with")
+        .get(X_REQUESTED_WITH)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))
     {
         return true;
@@ -243,14 +245,15 @@ async fn dispatch(
             "CONNECT refused",
         ));
     }
-    let path = router::canonical::canonicalize(req.uri().path())
-        .map_err(|e| {
-            GatewayError::new(
-                ErrorKind::BadRequest,
-                format!("refused path from {}: {e}", conn.peer),
-            )
-        })?
-        .into_owned();
+    // A clone of the URI shares its bytes, so the canonical path can borrow from it (no copy in the
+    // common case of a path that is already canonical) while the request itself is modified and moved.
+    let uri = req.uri().clone();
+    let path = router::canonical::canonicalize(uri.path()).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::BadRequest,
+            format!("refused path from {}: {e}", conn.peer),
+        )
+    })?;
     let target = app.router.route(req.method(), &path);
     match target {
         Target::Healthz => {
@@ -313,7 +316,7 @@ async fn dispatch(
                 }
                 let return_to = match req.uri().query() {
                     Some(q) => format!("{path}?{q}"),
-                    None => path,
+                    None => path.into_owned(),
                 };
                 return login::begin(app, &return_to, req.headers());
             }

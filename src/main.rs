@@ -103,8 +103,18 @@ fn fail(message: &str) -> ExitCode {
     ExitCode::FAILURE
 }
 
+/// One worker thread per CPU this process may run on (`available_parallelism` honours the affinity
+/// mask and the cgroup CPU quota). On a single CPU a current-thread runtime does the same work without
+/// cross-thread wake-ups. `TOKIO_WORKER_THREADS` set in the environment chooses a multi-thread runtime
+/// of that size instead.
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cpus == 1 && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    builder
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

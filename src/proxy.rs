@@ -205,26 +205,26 @@ impl Proxy {
         }
     }
 
-    /// Forward `req` to `upstream` with `path` (the canonical path) and the given identity headers.
-    pub async fn forward(
+    /// Strip, then set (the module header's steps 1 to 3) on a request's headers: `uri` supplies the
+    /// client's host when there is no `Host` header (HTTP/2). Returns the `Upgrade` protocol when the
+    /// client asked to upgrade; `Connection: upgrade` and `Upgrade` are then already set again.
+    pub fn rewrite_headers(
         &self,
-        mut req: Request<Incoming>,
+        headers: &mut HeaderMap,
+        uri: &Uri,
         conn: &ConnInfo,
-        path: &str,
         upstream: &Upstream,
         identity: Vec<(HeaderName, HeaderValue)>,
-    ) -> Result<Response<Body>, GatewayError> {
+    ) -> Option<HeaderValue> {
         let trusted = self.is_trusted(conn.peer.ip());
-        let client_host = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
+        let client_host = headers.get(header::HOST).cloned().or_else(|| {
+            uri.authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
 
-        let upgrade = remove_hop_by_hop(req.headers_mut());
-        self.strip_protected(req.headers_mut(), trusted);
+        let upgrade = remove_hop_by_hop(headers);
+        self.strip_protected(headers, trusted);
 
-        let headers = req.headers_mut();
         set_forwarded_for(headers, conn.peer.ip(), trusted);
         if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
             headers.insert(
@@ -249,20 +249,42 @@ impl Proxy {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
         }
+        upgrade
+    }
 
-        let mut target = String::with_capacity(upstream.base_path.len() + path.len() + 64);
-        target.push_str(&upstream.base_path);
-        target.push_str(path);
-        if let Some(q) = req.uri().query() {
-            target.push('?');
-            target.push_str(q);
-        }
-        let path_and_query = PathAndQuery::try_from(target).map_err(|e| {
-            GatewayError::new(
-                ErrorKind::BadRequest,
-                format!("unusable request target: {e}"),
-            )
-        })?;
+    /// Forward `req` to `upstream` with `path` (the canonical path) and the given identity headers.
+    pub async fn forward(
+        &self,
+        req: Request<Incoming>,
+        conn: &ConnInfo,
+        path: &str,
+        upstream: &Upstream,
+        identity: Vec<(HeaderName, HeaderValue)>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let (mut head, body) = req.into_parts();
+        let upgrade = self.rewrite_headers(&mut head.headers, &head.uri, conn, upstream, identity);
+        let mut req = Request::from_parts(head, body);
+
+        let path_and_query = match req.uri().path_and_query() {
+            // The common case: the client's path is already canonical and the upstream has no base
+            // path, so the target is the client's own, shared rather than copied.
+            Some(pq) if upstream.base_path.is_empty() && pq.path() == path => pq.clone(),
+            _ => {
+                let mut target = String::with_capacity(upstream.base_path.len() + path.len() + 64);
+                target.push_str(&upstream.base_path);
+                target.push_str(path);
+                if let Some(q) = req.uri().query() {
+                    target.push('?');
+                    target.push_str(q);
+                }
+                PathAndQuery::try_from(target).map_err(|e| {
+                    GatewayError::new(
+                        ErrorKind::BadRequest,
+                        format!("unusable request target: {e}"),
+                    )
+                })?
+            }
+        };
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(upstream.authority.clone());
@@ -279,11 +301,19 @@ impl Proxy {
 
         // `upstream.timeout` counts from the end of the request body, so a long upload is not cut off
         // while the upstream is still receiving it.
-        let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+        // A request without a body (most) is sent in full at once: no need to be told.
+        let (sent_tx, sent_rx) = if http_body::Body::is_end_stream(req.body()) {
+            (None, None)
+        } else {
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            (Some(tx), Some(rx))
+        };
         let req = req.map(|body| UpstreamBody::new(body, sent_tx));
         let exchange = self.client.request(req);
         let deadline = async {
-            let _ = sent_rx.await;
+            if let Some(sent_rx) = sent_rx {
+                let _ = sent_rx.await;
+            }
             tokio::time::sleep(self.timeout).await;
         };
         let outcome = tokio::select! {
@@ -348,11 +378,8 @@ pub struct UpstreamBody {
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, sent: tokio::sync::oneshot::Sender<()>) -> UpstreamBody {
-        let mut body = UpstreamBody {
-            inner,
-            sent: Some(sent),
-        };
+    fn new(inner: Incoming, sent: Option<tokio::sync::oneshot::Sender<()>>) -> UpstreamBody {
+        let mut body = UpstreamBody { inner, sent };
         if http_body::Body::is_end_stream(&body.inner) {
             body.finish();
         }
@@ -419,6 +446,16 @@ pub fn identity_headers(
         let Some(value) = lookup_claim(claims, claim) else {
             continue;
         };
+        if let Value::String(s) = value {
+            // The common case, without an intermediate copy.
+            match HeaderValue::from_bytes(s.as_bytes()) {
+                Ok(v) => headers.push((name.clone(), v)),
+                Err(_) => {
+                    tracing::warn!(header = %name, claim = %claim, "claim value is not a valid header value; header not sent")
+                }
+            }
+            continue;
+        }
         let mut text = String::new();
         let ok = match value {
             Value::Array(items) => items.iter().enumerate().all(|(i, item)| {
@@ -528,6 +565,19 @@ fn merge_cookie_headers(headers: &mut HeaderMap) {
 /// `X-Forwarded-For`: the peer's address, appended to a trusted proxy's list, or alone.
 fn set_forwarded_for(headers: &mut HeaderMap, peer: IpAddr, trusted: bool) {
     let peer = peer.to_canonical();
+    if !trusted {
+        // The peer alone: formatted on the stack (an IPv6 address is at most 45 characters).
+        use std::io::Write as _;
+        let mut buf = [0u8; 64];
+        let mut cursor = std::io::Cursor::new(&mut buf[..]);
+        if write!(cursor, "{peer}").is_ok() {
+            let len = usize::try_from(cursor.position()).unwrap_or(0);
+            if let Ok(v) = HeaderValue::from_bytes(buf.get(..len).unwrap_or_default()) {
+                headers.insert(X_FORWARDED_FOR, v);
+                return;
+            }
+        }
+    }
     let mut value = String::new();
     if trusted {
         for v in headers.get_all(X_FORWARDED_FOR) {

@@ -1,0 +1,358 @@
+//! Micro-benchmarks of the work the gateway does per request and per login.
+//!
+//! Run: `cargo bench --bench micro` (add a name filter, e.g. `-- session`, for one group).
+//! Targets: session decode < 2 us (typical session), header rewrite < 1 us, RS256 id_token validation
+//! < 50 us. The load benchmark is `benches/load.sh`.
+
+use std::hint::black_box;
+use std::net::SocketAddr;
+use std::time::{Duration, SystemTime};
+
+use aws_lc_rs::encoding::AsDer as _;
+use aws_lc_rs::signature::{
+    EcdsaKeyPair, KeyPair as _, RsaPublicKeyComponents, ECDSA_P256_SHA256_FIXED_SIGNING,
+};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Uri};
+use jsonwebtoken::{Algorithm, EncodingKey};
+use portcullis::config::{Policy, RouteConfig};
+use portcullis::oidc::{
+    authorization_url, parse_jwks, validate_id_token, AuthRequest, Expectations, KeySet,
+    LoginSecrets, Nonce,
+};
+use portcullis::proxy::{ConnInfo, Proxy, Upstream};
+use portcullis::router::{canonical::canonicalize, Router, Target};
+use portcullis::session::{CookieSettings, Session, SessionCookies};
+use serde_json::{json, Value};
+
+const NOW: u64 = 1_700_000_000;
+
+fn cookies() -> SessionCookies {
+    SessionCookies::new(
+        CookieSettings {
+            name: "_portcullis".into(),
+            secure: true,
+            max_age: Duration::from_secs(12 * 3600),
+            domain: None,
+        },
+        &[7; 32],
+        &[],
+    )
+    .expect("valid cookie settings")
+}
+
+fn token_of(len: usize) -> String {
+    "x".repeat(len)
+}
+
+/// A session as a typical provider leaves it: a handful of claims and an id_token.
+fn session(id_token_len: usize, access_token_len: usize) -> Session {
+    let claims = json!({
+        "sub": "248289761001",
+        "email": "jane.doe@example.com",
+        "name": "Jane Doe",
+        "preferred_username": "jane",
+        "groups": ["engineering", "staff", "on-call"],
+    });
+    Session {
+        claims: claims.as_object().cloned().unwrap_or_default(),
+        id_token: Some(token_of(id_token_len)),
+        access_token: (access_token_len > 0).then(|| token_of(access_token_len)),
+        refresh_token: None,
+        created_at: NOW,
+        expires_at: NOW + 12 * 3600,
+    }
+}
+
+/// The `Cookie` header a browser would send back for `session`, after two foreign cookies.
+fn cookie_header(codec: &SessionCookies, session: &Session) -> HeaderMap {
+    let set = codec
+        .write(session, &HeaderMap::new(), NOW)
+        .expect("session fits");
+    let mut value = String::from("theme=dark; _ga=GA1.2.123456789.1700000000");
+    for v in &set {
+        let pair = v
+            .to_str()
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default();
+        value.push_str("; ");
+        value.push_str(pair);
+    }
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::COOKIE,
+        HeaderValue::from_str(&value).expect("ASCII"),
+    );
+    headers
+}
+
+fn session_decode(c: &mut Criterion) {
+    let codec = cookies();
+    let mut group = c.benchmark_group("session_read");
+    for (label, id_len, access_len) in [("typical_1k", 640, 0), ("large_8k_chunked", 3000, 2900)] {
+        let headers = cookie_header(&codec, &session(id_len, access_len));
+        let bytes = headers[header::COOKIE].len();
+        assert!(codec.read(&headers, NOW + 1).is_some(), "the cookie opens");
+        group.bench_function(format!("{label}_{bytes}B"), |b| {
+            b.iter(|| codec.read(black_box(&headers), NOW + 1))
+        });
+    }
+    group.finish();
+}
+
+/// The request head of a browser navigating an application.
+fn browser_request(codec: &SessionCookies, session: &Session) -> HeaderMap {
+    let mut h = cookie_header(codec, session);
+    for (name, value) in [
+        ("host", "app.example.com"),
+        (
+            "user-agent",
+            "Mozilla/5.0 (X11; Linux x86_64; rv:128.0) Gecko/20100101 Firefox/128.0",
+        ),
+        (
+            "accept",
+            "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8",
+        ),
+        ("accept-language", "en-US,en;q=0.5"),
+        ("accept-encoding", "gzip, deflate, br, zstd"),
+        ("referer", "https://app.example.com/dashboard"),
+        ("connection", "keep-alive"),
+        ("upgrade-insecure-requests", "1"),
+        ("sec-fetch-dest", "document"),
+        ("sec-fetch-mode", "navigate"),
+        ("sec-fetch-site", "same-origin"),
+        ("priority", "u=0, i"),
+    ] {
+        h.insert(
+            HeaderName::from_static(name),
+            HeaderValue::from_static(value),
+        );
+    }
+    h
+}
+
+fn header_rewrite(c: &mut Criterion) {
+    let codec = cookies();
+    let session = session(640, 0);
+    let request = browser_request(&codec, &session);
+    let mapping: Vec<(HeaderName, String)> = [
+        ("x-forwarded-user", "sub"),
+        ("x-forwarded-email", "email"),
+        ("x-forwarded-preferred-username", "preferred_username"),
+        ("x-forwarded-groups", "groups"),
+    ]
+    .into_iter()
+    .map(|(h, c)| (HeaderName::from_static(h), c.to_string()))
+    .collect();
+    let proxy = Proxy::new(
+        Duration::from_secs(5),
+        Duration::from_secs(30),
+        true,
+        Vec::new(),
+        mapping.iter().map(|(h, _)| h.clone()),
+    );
+    let upstream = Upstream::from_url(&url::Url::parse("http://127.0.0.1:9000").expect("URL"));
+    let conn = ConnInfo {
+        peer: SocketAddr::from(([192, 0, 2, 10], 53211)),
+        tls: true,
+    };
+    let uri = Uri::from_static("/dashboard/settings");
+    c.bench_function("header_rewrite/browser_request", |b| {
+        b.iter_batched_ref(
+            || request.clone(),
+            |headers| {
+                let identity = portcullis::proxy::identity_headers(&session.claims, &mapping);
+                codec.strip_own_cookies(headers);
+                proxy.rewrite_headers(headers, &uri, &conn, &upstream, identity)
+            },
+            BatchSize::SmallInput,
+        )
+    });
+}
+
+fn route_matching(c: &mut Criterion) {
+    let routes: Vec<RouteConfig> = (0..50)
+        .map(|i| {
+            let (path, policy, methods) = match i % 5 {
+                0 => (
+                    format!("^/static/v{i}/"),
+                    Policy::Public,
+                    Some(vec![Method::GET, Method::HEAD]),
+                ),
+                1 => (
+                    format!("^/api/v{i}/items/[0-9]+$"),
+                    Policy::Authenticated,
+                    None,
+                ),
+                2 => (format!("^/admin{i}(/|$)"), Policy::Deny, None),
+                3 => (
+                    format!("^/public/{i}/[a-z-]+\\.html$"),
+                    Policy::Public,
+                    None,
+                ),
+                _ => (
+                    format!("^/reports/{i}/(daily|weekly)/"),
+                    Policy::Authenticated,
+                    Some(vec![Method::GET]),
+                ),
+            };
+            RouteConfig {
+                path: regex::Regex::new(&path).expect("pattern"),
+                methods,
+                policy,
+                upstream: None,
+            }
+        })
+        .collect();
+    let router = Router::new("/oauth2", &routes, |_| 0);
+    let mut group = c.benchmark_group("route_50");
+    for (label, raw) in [
+        ("no_match", "/dashboard/settings/profile"),
+        ("match_late", "/reports/49/weekly/summary"),
+        ("needs_canonicalizing", "/app//%7Ejane/./docs/../index.html"),
+    ] {
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                let path = canonicalize(black_box(raw)).expect("a valid path");
+                let target: Target = router.route(&Method::GET, &path);
+                target
+            })
+        });
+    }
+    group.finish();
+}
+
+fn b64(bytes: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn pem(label: &str, der: &[u8]) -> String {
+    let body = STANDARD.encode(der);
+    let lines: Vec<&str> = body
+        .as_bytes()
+        .chunks(64)
+        .map(|c| std::str::from_utf8(c).unwrap_or_default())
+        .collect();
+    format!(
+        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
+        lines.join("\n")
+    )
+}
+
+fn signed(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
+    let input = format!(
+        "{}.{}",
+        b64(header.to_string().as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("signs");
+    format!("{input}.{sig}")
+}
+
+fn id_token_validation(c: &mut Criterion) {
+    let rsa = aws_lc_rs::rsa::KeyPair::generate(aws_lc_rs::rsa::KeySize::Rsa2048).expect("RSA key");
+    let rsa_pem = pem("PRIVATE KEY", rsa.as_der().expect("DER").as_ref());
+    let rsa_key = EncodingKey::from_rsa_pem(rsa_pem.as_bytes()).expect("RSA PEM");
+    let comps = RsaPublicKeyComponents::<Vec<u8>>::from(rsa.public_key());
+    let ec = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING).expect("EC key");
+    let ec_key = EncodingKey::from_ec_der(ec.to_pkcs8v1().expect("PKCS#8").as_ref());
+    let point = ec.public_key().as_ref().to_vec();
+    let (x, y) = point[1..].split_at(32);
+    let jwks = json!({"keys": [
+        {"kty": "RSA", "kid": "rsa-1", "use": "sig", "n": b64(&comps.n), "e": b64(&comps.e)},
+        {"kty": "EC", "kid": "ec-1", "crv": "P-256", "x": b64(x), "y": b64(y)},
+    ]});
+    let keys: KeySet =
+        parse_jwks(&http::Response::new(bytes::Bytes::from(jwks.to_string()))).expect("JWKS");
+
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(NOW, |d| d.as_secs());
+    let issuer = "https://idp.example.com/realms/main";
+    let claims = json!({
+        "iss": issuer, "sub": "248289761001", "aud": "portcullis", "exp": now + 300,
+        "iat": now - 5, "nonce": "n-0S6_WzA2Mj", "email": "jane.doe@example.com",
+        "name": "Jane Doe", "groups": ["engineering", "staff"], "auth_time": now - 5,
+    });
+    let nonce = Nonce::new("n-0S6_WzA2Mj");
+    let exp = Expectations {
+        issuer,
+        client_id: "portcullis",
+        nonce: &nonce,
+        access_token: None,
+        clock_skew: Duration::from_secs(60),
+        now: SystemTime::now(),
+    };
+    let mut group = c.benchmark_group("id_token");
+    for (label, token) in [
+        (
+            "rs256",
+            signed(
+                &json!({"alg": "RS256", "kid": "rsa-1", "typ": "JWT"}),
+                &claims,
+                &rsa_key,
+                Algorithm::RS256,
+            ),
+        ),
+        (
+            "es256",
+            signed(
+                &json!({"alg": "ES256", "kid": "ec-1", "typ": "JWT"}),
+                &claims,
+                &ec_key,
+                Algorithm::ES256,
+            ),
+        ),
+    ] {
+        assert!(
+            validate_id_token(&token, &keys, &exp).is_ok(),
+            "{label} validates"
+        );
+        group.bench_function(label, |b| {
+            b.iter(|| validate_id_token(black_box(&token), &keys, &exp))
+        });
+    }
+    group.finish();
+}
+
+fn authorization_redirect(c: &mut Criterion) {
+    let endpoint =
+        url::Url::parse("https://idp.example.com/realms/main/protocol/openid-connect/auth")
+            .expect("URL");
+    let redirect_uri = url::Url::parse("https://app.example.com/oauth2/callback").expect("URL");
+    let scopes = ["openid".to_string(), "profile".into(), "email".into()];
+    let req = AuthRequest {
+        endpoint: &endpoint,
+        client_id: "portcullis",
+        redirect_uri: &redirect_uri,
+        scopes: &scopes,
+        extra_params: &[],
+    };
+    let secrets = LoginSecrets::generate(true).expect("random secrets");
+    let mut group = c.benchmark_group("authorization_url");
+    group.bench_function("build", |b| {
+        b.iter(|| authorization_url(black_box(&req), &secrets))
+    });
+    group.bench_function("with_fresh_secrets", |b| {
+        b.iter(|| {
+            let secrets = LoginSecrets::generate(true).expect("random secrets");
+            authorization_url(black_box(&req), &secrets)
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    session_decode,
+    header_rewrite,
+    route_matching,
+    id_token_validation,
+    authorization_redirect
+);
+criterion_main!(benches);

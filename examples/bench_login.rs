@@ -1,0 +1,219 @@
+//! Helper of `benches/load.sh`: the development OpenID provider as a process of its own, and a client
+//! that performs real logins through a running gateway.
+//!
+//! ```text
+//! bench_login provider PORT REDIRECT_URI CLIENT_ID CLIENT_SECRET
+//!     Serve the development provider on 127.0.0.1:PORT (client_secret_basic) until stdin closes.
+//! bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS
+//!     Perform COUNT full logins (gateway -> provider form -> callback), CONCURRENCY at a time, stopping
+//!     early after TIME_LIMIT_SECS. Prints `cookie=<Cookie header of the last session>` and
+//!     `logins=<n> seconds=<wall> logins_per_sec=<rate>` on stdout.
+//! ```
+//!
+//! The provider runs in this process and the gateway in its own, so the gateway's CPU time during the
+//! logins (read from /proc by the script) is the gateway's own work per login, the provider's excluded.
+
+use std::time::{Duration, Instant};
+
+use portcullis::demo::provider::{
+    DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile,
+};
+use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn main() -> Result<(), Error> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    match args
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["provider", port, redirect_uri, client_id, secret] => {
+            rt.block_on(provider(port.parse()?, redirect_uri, client_id, secret))
+        }
+        ["login", gateway, path, count, concurrency, limit] => rt.block_on(logins(
+            gateway,
+            path,
+            count.parse()?,
+            concurrency.parse()?,
+            Duration::from_secs(limit.parse()?),
+        )),
+        _ => Err(
+            "usage: bench_login provider PORT REDIRECT_URI CLIENT_ID CLIENT_SECRET | \
+                  bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS"
+                .into(),
+        ),
+    }
+}
+
+async fn provider(
+    port: u16,
+    redirect_uri: &str,
+    client_id: &str,
+    secret: &str,
+) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    let provider = DevProvider::start(
+        listener,
+        DevProviderOptions {
+            clients: vec![DevClient {
+                client_id: client_id.to_string(),
+                auth: DevClientAuth::SecretBasic(secret.to_string()),
+                redirect_uris: vec![redirect_uri.to_string()],
+            }],
+            profile: Profile::Standard,
+            issue_refresh_token: false,
+        },
+    )
+    .await?;
+    println!("provider ready at {}", provider.issuer());
+    // Until the script closes our stdin (or kills us).
+    let _ = tokio::task::spawn_blocking(|| {
+        use std::io::Read as _;
+        let mut sink = Vec::new();
+        std::io::stdin().read_to_end(&mut sink)
+    })
+    .await;
+    provider.shutdown().await;
+    Ok(())
+}
+
+async fn logins(
+    gateway: &str,
+    path: &str,
+    count: usize,
+    concurrency: usize,
+    limit: Duration,
+) -> Result<(), Error> {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()?;
+    let started = Instant::now();
+    let deadline = started + limit;
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..concurrency.max(1) {
+        let (client, next) = (client.clone(), next.clone());
+        let url = format!("{gateway}{path}");
+        tasks.spawn(async move {
+            let mut done = 0usize;
+            let mut last = String::new();
+            while next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) < count
+                && Instant::now() < deadline
+            {
+                last = login(&client, &url).await?;
+                done += 1;
+            }
+            Ok::<_, Error>((done, last))
+        });
+    }
+    let (mut total, mut cookie) = (0, String::new());
+    while let Some(joined) = tasks.join_next().await {
+        let (done, last) = joined??;
+        total += done;
+        if !last.is_empty() {
+            cookie = last;
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    println!("cookie={cookie}");
+    println!(
+        "logins={total} seconds={seconds:.3} logins_per_sec={:.1}",
+        total as f64 / seconds
+    );
+    Ok(())
+}
+
+/// One whole login; returns the `Cookie` header carrying the new session.
+async fn login(client: &reqwest::Client, protected: &str) -> Result<String, Error> {
+    // 1. The gateway sends the browser to the provider and sets the login-state cookie.
+    let r = client
+        .get(protected)
+        .header("accept", "text/html")
+        .send()
+        .await?;
+    expect(&r, 302, "gateway redirect to the provider")?;
+    let authorize = location(&r)?;
+    let login_cookies = cookie_pairs(&r);
+    // 2. The provider's login form.
+    let r = client.get(&authorize).send().await?;
+    expect(&r, 200, "provider login form")?;
+    let page = r.text().await?;
+    let action = between(&page, "<form method=\"post\" action=\"", "\"")?;
+    let request_id = between(&page, "name=\"request_id\" value=\"", "\"")?;
+    let action = reqwest::Url::parse(&authorize)?.join(&unescape(action))?;
+    // 3. Sign in; the provider redirects to the gateway's callback.
+    let r = client
+        .post(action)
+        .form(&[
+            ("request_id", unescape(request_id).as_str()),
+            ("username", "alice"),
+            ("password", portcullis::demo::provider::DEMO_PASSWORD),
+        ])
+        .send()
+        .await?;
+    expect(&r, 302, "provider sign-in")?;
+    let callback = location(&r)?;
+    // 4. The callback: code exchange, id_token validation, session cookie.
+    let r = client
+        .get(&callback)
+        .header(COOKIE, login_cookies)
+        .send()
+        .await?;
+    expect(&r, 302, "gateway callback")?;
+    let session = cookie_pairs(&r);
+    if session.is_empty() {
+        return Err("the callback set no session cookie".into());
+    }
+    Ok(session)
+}
+
+fn expect(r: &reqwest::Response, status: u16, what: &str) -> Result<(), Error> {
+    if r.status().as_u16() == status {
+        Ok(())
+    } else {
+        Err(format!("{what}: expected {status}, got {}", r.status()).into())
+    }
+}
+
+fn location(r: &reqwest::Response) -> Result<String, Error> {
+    let loc = r
+        .headers()
+        .get(LOCATION)
+        .ok_or("no Location header")?
+        .to_str()?;
+    Ok(r.url().join(loc)?.to_string())
+}
+
+/// `name=value; ...` of every cookie set (not deleted) by the response.
+fn cookie_pairs(r: &reqwest::Response) -> String {
+    r.headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .filter(|v| !v.contains("Max-Age=0"))
+        .filter_map(|v| v.split(';').next())
+        .filter(|pair| pair.split_once('=').is_some_and(|(_, v)| !v.is_empty()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> Result<&'a str, Error> {
+    let i = text.find(start).ok_or("login form not found")? + start.len();
+    let j = text[i..].find(end).ok_or("login form not found")?;
+    Ok(&text[i..i + j])
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}

@@ -40,10 +40,16 @@ use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::proxy::{ConnInfo, Proxy, Upstream};
 use crate::router::{Endpoint, Router, Target};
-use crate::session::{CookieSettings, Session, SessionCookies};
+use crate::session::{CookieSettings, Session, SessionCache, SessionCookies};
 
 /// Response body: an upstream's stream, or a page of the gateway's own.
 pub type Body = Either<Incoming, Full<Bytes>>;
+
+/// A valid session with the identity headers it gives, computed once per session and cached.
+pub struct Authenticated {
+    pub session: Session,
+    pub identity: Vec<(http::HeaderName, http::HeaderValue)>,
+}
 
 /// State shared by every request; built once at start-up, never locked.
 pub struct App {
@@ -54,6 +60,7 @@ pub struct App {
     proxy: Proxy,
     pub provider: Arc<Provider>,
     pub cookies: SessionCookies,
+    sessions: SessionCache<Authenticated>,
 }
 
 /// The relying-party settings of `[oidc]`, as the `oidc` module takes them.
@@ -161,11 +168,24 @@ impl App {
             proxy,
             provider,
             cookies,
+            sessions: SessionCache::default(),
         })
     }
 
     fn ready(&self) -> bool {
         self.provider.is_ready()
+    }
+
+    /// The request's session, if its cookies hold a valid one: from the cache when these exact cookie
+    /// bytes were opened before, else decrypted now.
+    pub fn session(&self, headers: &http::HeaderMap) -> Option<Arc<Authenticated>> {
+        self.cookies
+            .read_cached(headers, login::unix_now(), &self.sessions, |session| {
+                Authenticated {
+                    identity: self.identity_headers(&session),
+                    session,
+                }
+            })
     }
 
     /// The headers that carry `session`'s identity upstream.
@@ -285,7 +305,7 @@ async fn dispatch(
         }
         _ => {}
     }
-    let session = app.cookies.read(req.headers(), login::unix_now());
+    let session = app.session(req.headers());
     match target {
         Target::Endpoint(endpoint) => {
             let method = req.method();
@@ -294,8 +314,8 @@ async fn dispatch(
                 Endpoint::Start if get => login::start(app, &req),
                 Endpoint::Callback if get => login::callback(app, &req).await,
                 Endpoint::SignOut if get || method == Method::POST => login::sign_out(app, &req),
-                Endpoint::Userinfo if get => login::userinfo(session.as_ref()),
-                Endpoint::Auth if get => login::auth(app, session.as_ref()),
+                Endpoint::Userinfo if get => login::userinfo(session.as_deref()),
+                Endpoint::Auth if get => login::auth(session.as_deref()),
                 Endpoint::Unknown => Err(GatewayError::new(
                     ErrorKind::NotFound,
                     format!("no endpoint {path}"),
@@ -320,10 +340,7 @@ async fn dispatch(
                 };
                 return login::begin(app, &return_to, req.headers());
             }
-            let identity = session
-                .as_ref()
-                .map(|s| app.identity_headers(s))
-                .unwrap_or_default();
+            let identity = session.as_deref().map_or(&[][..], |a| &a.identity[..]);
             app.cookies.strip_own_cookies(req.headers_mut());
             app.proxy
                 .forward(req, &conn, &path, &app.upstreams[upstream], identity)

@@ -22,7 +22,7 @@ use url::Url;
 use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::oidc::{AuthCode, ExchangeError, Nonce, PkceVerifier};
 use crate::session::{LoginState, Session};
-use crate::{App, Body};
+use crate::{App, Authenticated, Body};
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
@@ -313,23 +313,23 @@ pub fn sign_out<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, Gatewa
 }
 
 /// `GET /oauth2/userinfo`: the session's identity as JSON.
-pub fn userinfo(session: Option<&Session>) -> Result<Response<Body>, GatewayError> {
-    let session = session.ok_or_else(|| {
+pub fn userinfo(auth: Option<&Authenticated>) -> Result<Response<Body>, GatewayError> {
+    let auth = auth.ok_or_else(|| {
         GatewayError::new(ErrorKind::Unauthenticated, "userinfo without a session")
     })?;
-    let body = serde_json::Value::Object(session.claims.clone()).to_string();
+    let body = serde_json::Value::Object(auth.session.claims.clone()).to_string();
     Ok(text_response(StatusCode::OK, "application/json", body))
 }
 
 /// `GET /oauth2/auth`: forward-auth (nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz): 202 with
 /// the identity headers, or 401.
-pub fn auth(app: &App, session: Option<&Session>) -> Result<Response<Body>, GatewayError> {
-    let session = session.ok_or_else(|| {
+pub fn auth(auth: Option<&Authenticated>) -> Result<Response<Body>, GatewayError> {
+    let auth = auth.ok_or_else(|| {
         GatewayError::new(ErrorKind::Unauthenticated, "forward-auth without a session")
     })?;
     let mut response = text_response(StatusCode::ACCEPTED, "text/plain; charset=utf-8", "");
-    for (name, value) in app.identity_headers(session) {
-        response.headers_mut().append(name, value);
+    for (name, value) in &auth.identity {
+        response.headers_mut().append(name, value.clone());
     }
     Ok(response)
 }

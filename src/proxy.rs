@@ -214,7 +214,7 @@ impl Proxy {
         uri: &Uri,
         conn: &ConnInfo,
         upstream: &Upstream,
-        identity: Vec<(HeaderName, HeaderValue)>,
+        identity: &[(HeaderName, HeaderValue)],
     ) -> Option<HeaderValue> {
         let trusted = self.is_trusted(conn.peer.ip());
         let client_host = headers.get(header::HOST).cloned().or_else(|| {
@@ -242,7 +242,7 @@ impl Proxy {
             _ => headers.insert(header::HOST, upstream.host.clone()),
         };
         for (name, value) in identity {
-            headers.append(name, value);
+            headers.append(name, value.clone());
         }
         merge_cookie_headers(headers);
         if let Some(protocol) = &upgrade {
@@ -259,7 +259,7 @@ impl Proxy {
         conn: &ConnInfo,
         path: &str,
         upstream: &Upstream,
-        identity: Vec<(HeaderName, HeaderValue)>,
+        identity: &[(HeaderName, HeaderValue)],
     ) -> Result<Response<Body>, GatewayError> {
         let (mut head, body) = req.into_parts();
         let upgrade = self.rewrite_headers(&mut head.headers, &head.uri, conn, upstream, identity);

@@ -13,6 +13,7 @@
 //! Every `Set-Cookie` is built with the `cookie` crate from validated parts, never spliced by hand.
 
 use std::fmt::{self, Write as _};
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
@@ -23,6 +24,8 @@ use cookie::{Cookie, CookieBuilder, SameSite};
 use http::{HeaderMap, HeaderValue};
 use serde::Serialize;
 use subtle::ConstantTimeEq;
+
+use super::cache::SessionCache;
 
 use super::header::{self, pairs};
 use super::seal::{self, KeyRing, Purpose};
@@ -98,41 +101,68 @@ impl SessionCookies {
         })
     }
 
-    /// The session carried by the request's `Cookie` header(s); `None` when absent, tampered,
-    /// truncated, sealed with an unknown key, missing a chunk, or expired (`now >= expires_at`).
-    pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
-        let mut whole: [&[u8]; MAX_DUPLICATES] = [&[]; MAX_DUPLICATES];
-        let mut whole_count = 0;
-        let mut chunks: [&[u8]; MAX_CHUNKS] = [&[]; MAX_CHUNKS];
-        let mut present: u32 = 0;
+    /// Our session cookie values in the request: up to [`MAX_DUPLICATES`] copies of the unchunked
+    /// cookie, and the chunks by index.
+    fn locate<'h>(&self, headers: &'h HeaderMap) -> Located<'h> {
+        let mut found = Located {
+            whole: [&[]; MAX_DUPLICATES],
+            whole_count: 0,
+            chunks: [&[]; MAX_CHUNKS],
+            present: 0,
+        };
         for (name, value) in pairs(headers) {
             if name == self.settings.name.as_bytes() {
-                if let Some(slot) = whole.get_mut(whole_count) {
+                if let Some(slot) = found.whole.get_mut(found.whole_count) {
                     *slot = value;
-                    whole_count += 1;
+                    found.whole_count += 1;
                 }
             } else if let Some(index) = self.chunk_index(name) {
-                if let Some(slot) = chunks.get_mut(index) {
-                    if present & (1 << index) == 0 {
+                if let Some(slot) = found.chunks.get_mut(index) {
+                    if found.present & (1 << index) == 0 {
                         *slot = value;
-                        present |= 1 << index;
+                        found.present |= 1 << index;
                     }
                 }
             }
         }
+        found
+    }
+
+    /// The session carried by the request's `Cookie` header(s); `None` when absent, tampered,
+    /// truncated, sealed with an unknown key, missing a chunk, or expired (`now >= expires_at`).
+    pub fn read(&self, headers: &HeaderMap, now: u64) -> Option<Session> {
+        let found = self.locate(headers);
         let mut buf = Vec::new();
-        for value in whole.iter().take(whole_count) {
-            let session = self.open_session(std::slice::from_ref(value), &mut buf, now);
-            if session.is_some() {
-                return session;
+        let session = found
+            .candidates()
+            .find_map(|parts| self.open_session(parts, &mut buf, now));
+        session
+    }
+
+    /// [`SessionCookies::read`] through `cache`: a value already opened for exactly these cookie bytes
+    /// is taken from the cache (expiry checked again); otherwise the cookie is opened and `make` turns
+    /// the session into what is cached (e.g. the session with its identity headers).
+    pub fn read_cached<T>(
+        &self,
+        headers: &HeaderMap,
+        now: u64,
+        cache: &SessionCache<T>,
+        make: impl FnOnce(Session) -> T,
+    ) -> Option<Arc<T>> {
+        let found = self.locate(headers);
+        let mut buf = Vec::new();
+        for parts in found.candidates() {
+            if let Some(hit) = cache.get(parts, now) {
+                return Some(hit);
+            }
+            if let Some(session) = self.open_session(parts, &mut buf, now) {
+                let expires_at = session.expires_at;
+                let value = Arc::new(make(session));
+                cache.insert(parts, expires_at, value.clone());
+                return Some(value);
             }
         }
-        // Chunks must run from 0 without a gap: a gap means a lost cookie, so no session.
-        let count = present.trailing_ones() as usize;
-        if count == 0 || present >> count != 0 {
-            return None;
-        }
-        self.open_session(chunks.get(..count)?, &mut buf, now)
+        None
     }
 
     /// `Set-Cookie` values storing `session`: one cookie when it fits, numbered chunks otherwise,
@@ -442,6 +472,30 @@ fn validate(settings: &CookieSettings) -> Result<(), SessionError> {
         }
     }
     Ok(())
+}
+
+/// The session cookie values found in one request.
+struct Located<'h> {
+    whole: [&'h [u8]; MAX_DUPLICATES],
+    whole_count: usize,
+    chunks: [&'h [u8]; MAX_CHUNKS],
+    present: u32,
+}
+
+impl<'h> Located<'h> {
+    /// The values worth opening, in order: each copy of the unchunked cookie, then the chunks when
+    /// they run from 0 without a gap (a gap means a lost cookie, so no session).
+    fn candidates(&self) -> impl Iterator<Item = &[&'h [u8]]> + '_ {
+        let count = self.present.trailing_ones() as usize;
+        let chunks = (count > 0 && self.present >> count == 0)
+            .then(|| self.chunks.get(..count))
+            .flatten();
+        self.whole
+            .get(..self.whole_count)
+            .unwrap_or_default()
+            .chunks(1)
+            .chain(chunks)
+    }
 }
 
 #[cfg(test)]

@@ -9,6 +9,7 @@
 //! "no session": reading never fails loudly, because every such case is something a browser or an
 //! attacker can send and the answer is always the same (start a login).
 
+pub mod cache;
 mod cookies;
 mod header;
 mod seal;
@@ -17,6 +18,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+pub use cache::SessionCache;
 pub use cookies::{SessionCookies, CHUNK_LEN, LOGIN_TTL, MAX_CHUNKS, MAX_LOGIN_STATES};
 
 /// The signed-in user's identity as kept in the session store.

@@ -236,7 +236,7 @@ impl OidcProvider {
         });
         let node = NodeProcess::spawn("oidc-provider.mjs", &[options.to_string()]);
         let ready = node
-            .wait_line(Duration::from_secs(30), |l| l.starts_with("{\"ready\""))
+            .wait_line(Duration::from_secs(120), |l| l.starts_with("{\"ready\""))
             .await;
         let ready: Value = serde_json::from_str(&ready).unwrap();
         let issuer = ready["ready"]["issuer"].as_str().unwrap().to_string();

@@ -1,0 +1,158 @@
+//! A cache of opened sessions, so the hot path does not base64-decode, decrypt and parse the same cookie
+//! on every request of a signed-in user.
+//!
+//! Keyed by the exact cookie bytes the browser sent (a session value is an AEAD ciphertext, so equal
+//! bytes mean the same, already authenticated session). The lookup hashes only the value's length and
+//! its last bytes, which hold the GCM tag and so differ between any two cookies; a hit then compares the
+//! whole value in constant time. The map's hasher is randomly keyed per process, so a client cannot aim
+//! at another user's entry. Expiry is checked on every hit, exactly as on a fresh decode. The cache is
+//! split into shards behind their own small locks, so no lock is shared by all requests, and each shard
+//! is bounded.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::{Arc, Mutex};
+
+use subtle::ConstantTimeEq;
+
+/// Entries per shard; the cache holds at most `SHARDS * SHARD_CAPACITY` sessions.
+const SHARD_CAPACITY: usize = 512;
+const SHARDS: usize = 16;
+/// Sessions whose cookies are larger than this are not cached (they would crowd out the rest).
+pub const MAX_CACHED_BYTES: usize = 16 * 1024;
+/// How many trailing bytes of the value go into the hash: more than the 22 base64 characters of the tag.
+const TAIL: usize = 32;
+
+struct Entry<T> {
+    raw: Box<[u8]>,
+    expires_at: u64,
+    value: Arc<T>,
+}
+
+type Shard<T> = Mutex<HashMap<u64, Entry<T>>>;
+
+pub struct SessionCache<T> {
+    hasher: std::collections::hash_map::RandomState,
+    shards: Box<[Shard<T>]>,
+}
+
+impl<T> Default for SessionCache<T> {
+    fn default() -> Self {
+        SessionCache {
+            hasher: std::collections::hash_map::RandomState::new(),
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+        }
+    }
+}
+
+impl<T> SessionCache<T> {
+    /// The hash of a cookie value given as consecutive parts (chunks).
+    fn key(&self, parts: &[&[u8]]) -> u64 {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        let mut h = self.hasher.build_hasher();
+        h.write_usize(total);
+        if let Some(last) = parts.last() {
+            h.write(&last[last.len().saturating_sub(TAIL)..]);
+        }
+        h.finish()
+    }
+
+    fn shard(&self, key: u64) -> &Shard<T> {
+        // The low bits pick the bucket inside the map; use high bits for the shard.
+        &self.shards[(key >> 58) as usize % SHARDS]
+    }
+
+    /// The cached value for exactly these bytes, if it has not expired.
+    pub fn get(&self, parts: &[&[u8]], now: u64) -> Option<Arc<T>> {
+        let key = self.key(parts);
+        let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        let entry = shard.get(&key)?;
+        if now >= entry.expires_at || !same_bytes(&entry.raw, parts) {
+            return None;
+        }
+        Some(entry.value.clone())
+    }
+
+    /// Remember `value` for these bytes until `expires_at`.
+    pub fn insert(&self, parts: &[&[u8]], expires_at: u64, value: Arc<T>) {
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total > MAX_CACHED_BYTES {
+            return;
+        }
+        let key = self.key(parts);
+        let raw: Box<[u8]> = parts.concat().into_boxed_slice();
+        let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&key) {
+            // Bounded: drop an arbitrary entry (the map's order is randomised per process).
+            if let Some(victim) = shard.keys().next().copied() {
+                shard.remove(&victim);
+            }
+        }
+        shard.insert(
+            key,
+            Entry {
+                raw,
+                expires_at,
+                value,
+            },
+        );
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).len())
+            .sum()
+    }
+}
+
+/// Whether `raw` equals the concatenation of `parts`, compared in constant time for equal lengths.
+fn same_bytes(raw: &[u8], parts: &[&[u8]]) -> bool {
+    let total: usize = parts.iter().map(|p| p.len()).sum();
+    if total != raw.len() {
+        return false;
+    }
+    let mut equal = subtle::Choice::from(1u8);
+    let mut offset = 0;
+    for part in parts {
+        equal &= raw[offset..offset + part.len()].ct_eq(part);
+        offset += part.len();
+    }
+    equal.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hits_need_the_exact_bytes_and_an_unexpired_session() {
+        let cache = SessionCache::default();
+        let value = b"AAAAvalue-with-a-unique-tag-0123456789abcdef".as_slice();
+        cache.insert(&[value], 100, Arc::new("alice"));
+        assert_eq!(cache.get(&[value], 99).as_deref(), Some(&"alice"));
+        assert_eq!(cache.get(&[value], 100), None, "expired");
+        // Same tail and length, different body: the full comparison refuses it.
+        let mut forged = value.to_vec();
+        forged[0] = b'B';
+        assert_eq!(cache.get(&[&forged], 50), None);
+        // Chunks are the concatenation.
+        let (a, b) = value.split_at(10);
+        assert_eq!(cache.get(&[a, b], 50).as_deref(), Some(&"alice"));
+        assert_eq!(cache.get(&[b, a], 50), None);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_skips_huge_values() {
+        let cache = SessionCache::default();
+        for i in 0..(SHARDS * SHARD_CAPACITY * 2) {
+            let v = format!("value-{i:08}-tail-{i:032}");
+            cache.insert(&[v.as_bytes()], u64::MAX, Arc::new(i));
+        }
+        assert!(cache.len() <= SHARDS * SHARD_CAPACITY);
+        let huge = vec![b'x'; MAX_CACHED_BYTES + 1];
+        cache.insert(&[&huge], u64::MAX, Arc::new(0));
+        assert!(cache.get(&[&huge], 0).is_none());
+    }
+}

@@ -165,10 +165,7 @@ fn header_rewrite(c: &mut Criterion) {
         mapping.iter().map(|(h, _)| h.clone()),
     );
     let upstream = Upstream::from_url(&url::Url::parse("http://127.0.0.1:9000").expect("URL"));
-    let conn = ConnInfo {
-        peer: SocketAddr::from(([192, 0, 2, 10], 53211)),
-        tls: true,
-    };
+    let conn = ConnInfo::new(SocketAddr::from(([192, 0, 2, 10], 53211)), true);
     let uri = Uri::from_static("/dashboard/settings");
     // The identity headers are built once per session and cached with it (see `App::session`).
     let identity = portcullis::proxy::identity_headers(&session.claims, &mapping);

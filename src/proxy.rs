@@ -30,10 +30,20 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::Body;
 
 /// What the server knows about the connection a request came on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
     pub tls: bool,
+    /// The peer's address as an `X-Forwarded-For` value, formatted once per connection.
+    peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, tls: bool) -> ConnInfo {
+        let peer_ip = HeaderValue::try_from(peer.ip().to_canonical().to_string())
+            .expect("an IP address is a valid header value");
+        ConnInfo { peer, tls, peer_ip }
+    }
 }
 
 /// Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
@@ -225,7 +235,7 @@ impl Proxy {
         let upgrade = remove_hop_by_hop(headers);
         self.strip_protected(headers, trusted);
 
-        set_forwarded_for(headers, conn.peer.ip(), trusted);
+        set_forwarded_for(headers, conn, trusted);
         if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
             headers.insert(
                 X_FORWARDED_PROTO,
@@ -516,6 +526,10 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 /// Remove hop-by-hop headers and those named in `Connection`. Returns the `Upgrade` protocol when the
 /// message asked to upgrade (`Connection: upgrade` with an `Upgrade` header), so the caller can re-add it.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
+    // Most messages carry none: one pass of cheap name comparisons instead of a lookup per name.
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return None;
+    }
     let mut upgrade_requested = false;
     let upgrade_protocol = headers.get(header::UPGRADE).cloned();
     if headers.contains_key(header::CONNECTION) {
@@ -563,34 +577,22 @@ fn merge_cookie_headers(headers: &mut HeaderMap) {
 }
 
 /// `X-Forwarded-For`: the peer's address, appended to a trusted proxy's list, or alone.
-fn set_forwarded_for(headers: &mut HeaderMap, peer: IpAddr, trusted: bool) {
-    let peer = peer.to_canonical();
+fn set_forwarded_for(headers: &mut HeaderMap, conn: &ConnInfo, trusted: bool) {
     if !trusted {
-        // The peer alone: formatted on the stack (an IPv6 address is at most 45 characters).
-        use std::io::Write as _;
-        let mut buf = [0u8; 64];
-        let mut cursor = std::io::Cursor::new(&mut buf[..]);
-        if write!(cursor, "{peer}").is_ok() {
-            let len = usize::try_from(cursor.position()).unwrap_or(0);
-            if let Ok(v) = HeaderValue::from_bytes(buf.get(..len).unwrap_or_default()) {
-                headers.insert(X_FORWARDED_FOR, v);
-                return;
-            }
-        }
+        headers.insert(X_FORWARDED_FOR, conn.peer_ip.clone());
+        return;
     }
     let mut value = String::new();
-    if trusted {
-        for v in headers.get_all(X_FORWARDED_FOR) {
-            if let Ok(v) = v.to_str() {
-                let v = v.trim();
-                if !v.is_empty() {
-                    value.push_str(v);
-                    value.push_str(", ");
-                }
+    for v in headers.get_all(X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            let v = v.trim();
+            if !v.is_empty() {
+                value.push_str(v);
+                value.push_str(", ");
             }
         }
     }
-    value.push_str(&peer.to_string());
+    value.push_str(&conn.peer.ip().to_canonical().to_string());
     headers.remove(X_FORWARDED_FOR);
     if let Ok(v) = HeaderValue::from_str(&value) {
         headers.insert(X_FORWARDED_FOR, v);
@@ -689,13 +691,13 @@ mod tests {
 
     #[test]
     fn forwarded_for_appends_only_for_trusted_peers() {
-        let peer: IpAddr = "10.1.2.3".parse().unwrap();
+        let peer = ConnInfo::new("10.1.2.3:5555".parse().unwrap(), false);
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
-        set_forwarded_for(&mut h, peer, true);
+        set_forwarded_for(&mut h, &peer, true);
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
-        set_forwarded_for(&mut h, peer, false);
+        set_forwarded_for(&mut h, &peer, false);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
     }
 

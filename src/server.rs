@@ -66,12 +66,10 @@ pub async fn serve(
         let tls = tls.clone();
         tokio::spawn(async move {
             let tls_used = tls.is_some();
-            let conn = ConnInfo {
-                peer,
-                tls: tls_used,
-            };
+            let conn = ConnInfo::new(peer, tls_used);
             let service = service_fn(move |req| {
                 let app = app.clone();
+                let conn = conn.clone();
                 async move { Ok::<_, std::convert::Infallible>(crate::handle(app, conn, req).await) }
             });
             let result = match tls {

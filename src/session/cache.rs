@@ -13,8 +13,6 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 
-use subtle::ConstantTimeEq;
-
 /// Entries per shard; the cache holds at most `SHARDS * SHARD_CAPACITY` sessions.
 const SHARD_CAPACITY: usize = 512;
 const SHARDS: usize = 16;
@@ -107,19 +105,22 @@ impl<T> SessionCache<T> {
     }
 }
 
-/// Whether `raw` equals the concatenation of `parts`, compared in constant time for equal lengths.
+/// Whether `raw` equals the concatenation of `parts`, compared in constant time for equal lengths
+/// (AWS-LC's word-wise `CRYPTO_memcmp`: as fast as a memcmp, and no early exit).
 fn same_bytes(raw: &[u8], parts: &[&[u8]]) -> bool {
     let total: usize = parts.iter().map(|p| p.len()).sum();
     if total != raw.len() {
         return false;
     }
-    let mut equal = subtle::Choice::from(1u8);
-    let mut offset = 0;
+    let mut equal = true;
+    let mut rest = raw;
     for part in parts {
-        equal &= raw[offset..offset + part.len()].ct_eq(part);
-        offset += part.len();
+        let (head, tail) = rest.split_at(part.len());
+        // Every part is compared, whatever the earlier ones gave.
+        equal &= aws_lc_rs::constant_time::verify_slices_are_equal(head, part).is_ok();
+        rest = tail;
     }
-    equal.into()
+    equal
 }
 
 #[cfg(test)]

@@ -143,25 +143,14 @@ pub async fn stack(opts: StackOptions) -> Stack {
     .await
     .unwrap();
     let upstream = TestUpstream::start("app").await;
-    let toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "{public_url_for_toml}"
-grace_period = "2s"
-[upstream]
-url = "{upstream}"
-[oidc]
-issuer = "{issuer}"
-client_id = "{CLIENT_ID}"
-{gateway_auth}
-[session]
-secret = "{SECRET}"
-{extra}
-"#,
-        upstream = upstream.url(),
-        issuer = provider.issuer(),
-        extra = opts.extra,
+    let toml = login_gateway_toml(
+        &public_url_for_toml,
+        &upstream.url(),
+        &format!(
+            "issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n{gateway_auth}",
+            provider.issuer()
+        ),
+        &opts.extra,
     );
     let gateway = portcullis::spawn(config(&toml), gw_listener).unwrap();
     // The browser uses the public origin, so the cookies set by the gateway go back to it on the callback.

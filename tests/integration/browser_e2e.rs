@@ -25,20 +25,7 @@ pub fn screenshot_dir() -> PathBuf {
 /// The gateway in front of the demo app, with these `[oidc]` lines, on `listener`.
 async fn gateway(listener: TcpListener, base: &str, oidc: &str) -> portcullis::RunningGateway {
     let app = portcullis::demo::app::spawn().await.unwrap();
-    let toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "{base}"
-grace_period = "2s"
-[upstream]
-url = "http://{app}"
-[oidc]
-{oidc}
-[session]
-secret = "{SECRET}"
-"#
-    );
+    let toml = login_gateway_toml(base, &format!("http://{app}"), oidc, "");
     let gateway = portcullis::spawn(config(&toml), listener).unwrap();
     wait_ready(base).await;
     gateway

@@ -31,22 +31,7 @@ pub async fn interop_stack(client: OpClient) -> InteropStack {
     let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let provider = OidcProvider::start(&base).await;
     let upstream = TestUpstream::start("app").await;
-    let toml = format!(
-        r#"
-[server]
-listen = "127.0.0.1:0"
-public_url = "{base}"
-grace_period = "2s"
-[upstream]
-url = "{upstream}"
-[oidc]
-{oidc}
-[session]
-secret = "{SECRET}"
-"#,
-        upstream = upstream.url(),
-        oidc = provider.gateway_oidc(client),
-    );
+    let toml = login_gateway_toml(&base, &upstream.url(), &provider.gateway_oidc(client), "");
     let gateway = portcullis::spawn(config(&toml), listener).unwrap();
     wait_ready(&base).await;
     InteropStack {

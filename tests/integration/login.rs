@@ -649,22 +649,8 @@ async fn a_gateway_started_while_the_provider_is_down_serves_public_routes() {
     let gw = gateway(&text).await;
     let base = format!("http://{}", gw.addr());
     let c = client();
-    assert_eq!(
-        c.get(format!("{base}/public/x"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        200
-    );
-    assert_eq!(
-        c.get(format!("{base}/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        503
-    );
+    assert_eq!(status_of(c.get(format!("{base}/public/x"))).await, 200);
+    assert_eq!(status_of(c.get(format!("{base}/readyz"))).await, 503);
     let r = c
         .get(format!("{base}/private"))
         .header("accept", "text/html")

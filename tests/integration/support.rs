@@ -198,6 +198,31 @@ secret = "{SECRET}"
     )
 }
 
+/// Configuration text for a gateway seen by browsers at `public_url`, in front of `upstream`, with these
+/// `[oidc]` lines and `extra` sections.
+pub fn login_gateway_toml(public_url: &str, upstream: &str, oidc: &str, extra: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "{public_url}"
+grace_period = "2s"
+[upstream]
+url = "{upstream}"
+[oidc]
+{oidc}
+[session]
+secret = "{SECRET}"
+{extra}
+"#
+    )
+}
+
+/// The status of a request's response.
+pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
+    request.send().await.unwrap().status().as_u16()
+}
+
 pub fn config(text: &str) -> Config {
     Config::from_toml_str(text, &BTreeMap::new()).expect("valid test configuration")
 }

@@ -300,12 +300,3 @@ fn input_value(html: &str, name: &str) -> Option<String> {
     let tag_end = i + html[i..].find('>')?;
     attr_after(&html[tag_start..tag_end], "<", "value").map(|v| html_unescape(&v))
 }
-
-fn html_unescape(s: &str) -> String {
-    s.replace("&amp;", "&")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#x2F;", "/")
-}

@@ -48,21 +48,11 @@ struct Form {
     fields: Vec<(String, String)>,
 }
 
-fn unescape(s: &str) -> String {
-    s.replace("&amp;", "&")
-        .replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&#x27;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&#x2F;", "/")
-}
-
 fn attr(tag: &str, name: &str) -> Option<String> {
     let key = format!(" {name}=\"");
     let i = tag.find(&key)? + key.len();
     let end = tag[i..].find('"')?;
-    Some(unescape(&tag[i..i + end]))
+    Some(html_unescape(&tag[i..i + end]))
 }
 
 /// The first `<form>` of `html` with its `<input>` fields that have a value.

@@ -223,6 +223,17 @@ pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }
 
+/// Undo HTML escaping of an attribute value from a provider's page; `&amp;` last, so `&amp;lt;` stays `&lt;`.
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&#x27;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&#x2F;", "/")
+        .replace("&amp;", "&")
+}
+
 pub fn config(text: &str) -> Config {
     Config::from_toml_str(text, &BTreeMap::new()).expect("valid test configuration")
 }
@@ -351,6 +362,11 @@ pub fn parse_response(buf: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     (status, headers, buf[end + 4..].to_vec())
+}
+
+#[test]
+fn html_unescape_decodes_once() {
+    assert_eq!(html_unescape("a&amp;lt;b&quot;&#x2F;&#39;"), "a&lt;b\"/'");
 }
 
 /// GET `path` verbatim (no client-side normalisation) and return the status.

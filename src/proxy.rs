@@ -48,7 +48,8 @@ impl ConnInfo {
 
 /// Headers that describe one connection, never the message (RFC 9110 section 7.6.1), plus the
 /// proxy-authentication pair, which is addressed to the first proxy and must not travel further.
-const HOP_BY_HOP: [HeaderName; 9] = [
+/// A `static`, not a `const`: the names are built once rather than at every use.
+static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("proxy-connection"),
     HeaderName::from_static("keep-alive"),
@@ -129,6 +130,9 @@ pub struct Proxy {
     protected: Vec<HeaderName>,
     /// The same names spelled with `_` for `-`, as lower-case strings.
     protected_underscored: Vec<String>,
+    /// A one-word filter of the protected names by length and last byte (see [`filter_bit`]):
+    /// most header names are told apart by it without a comparison.
+    protected_filter: u128,
 }
 
 impl Proxy {
@@ -164,6 +168,9 @@ impl Proxy {
             .iter()
             .map(|h| h.as_str().replace('-', "_"))
             .collect();
+        let protected_filter = protected
+            .iter()
+            .fold(0, |mask, h| mask | filter_bit(h.as_str()));
         Proxy {
             client,
             timeout,
@@ -171,6 +178,7 @@ impl Proxy {
             trusted_proxies,
             protected,
             protected_underscored,
+            protected_filter,
         }
     }
 
@@ -179,40 +187,45 @@ impl Proxy {
         self.trusted_proxies.iter().any(|net| net.contains(&ip))
     }
 
-    /// Remove every client-sent copy of the protected headers, in any case, count or `_` spelling.
-    /// The forwarding headers of a trusted proxy are kept.
+    /// Whether a client-sent header is a protected one, in any case or `_` spelling: identity and
+    /// forwarding headers, except the forwarding headers of a trusted proxy.
+    fn is_doomed(&self, name: &HeaderName, trusted: bool) -> bool {
+        if name == FORWARDED {
+            return !trusted;
+        }
+        if self.protected_filter & filter_bit(name.as_str()) == 0 {
+            return false;
+        }
+        if trusted
+            && (name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST)
+        {
+            return false;
+        }
+        self.protected.contains(name)
+            || (name.as_str().as_bytes().contains(&b'_') && self.is_underscored_protected(name))
+    }
+
+    /// Remove every client-sent copy of the protected headers (see [`Proxy::is_doomed`]).
     fn strip_protected(&self, headers: &mut HeaderMap, trusted: bool) {
-        for name in &self.protected {
-            if trusted
-                && (name == X_FORWARDED_FOR
-                    || name == X_FORWARDED_PROTO
-                    || name == X_FORWARDED_HOST)
-            {
-                continue;
-            }
+        let names: Vec<HeaderName> = headers
+            .keys()
+            .filter(|k| self.is_doomed(k, trusted))
+            .cloned()
+            .collect();
+        for name in names {
             headers.remove(name);
         }
-        // Rare: only scan for `_` spellings when some header name has an underscore at all.
-        if headers.keys().any(|k| k.as_str().contains('_')) {
-            let doomed: Vec<HeaderName> = headers
-                .keys()
-                .filter(|k| {
-                    let n = k.as_str();
-                    n.contains('_')
-                        && self
-                            .protected_underscored
-                            .iter()
-                            .any(|p| n.replace('-', "_") == *p)
-                })
-                .cloned()
-                .collect();
-            for name in doomed {
-                headers.remove(&name);
-            }
-        }
-        if !trusted {
-            headers.remove(FORWARDED);
-        }
+    }
+
+    /// Whether `name` spells a protected header with `_` for `-`.
+    fn is_underscored_protected(&self, name: &HeaderName) -> bool {
+        let name = name.as_str().as_bytes();
+        self.protected_underscored.iter().any(|p| {
+            p.len() == name.len()
+                && p.bytes()
+                    .zip(name)
+                    .all(|(p, &n)| p == n || (p == b'_' && n == b'-'))
+        })
     }
 
     /// Strip, then set (the module header's steps 1 to 3) on a request's headers: `uri` supplies the
@@ -227,13 +240,34 @@ impl Proxy {
         identity: &[(HeaderName, HeaderValue)],
     ) -> Option<HeaderValue> {
         let trusted = self.is_trusted(conn.peer.ip());
-        let client_host = headers.get(header::HOST).cloned().or_else(|| {
+        // One pass over the fields finds everything the steps below need, so the common request
+        // (nothing to strip) costs no lookups beyond it.
+        let mut hop = HopByHop::default();
+        let (mut host_header, mut hosts, mut cookies, mut doomed) = (None, 0, 0, false);
+        for (name, value) in headers.iter() {
+            hop.note(name, value);
+            if name == header::HOST {
+                hosts += 1;
+                host_header.get_or_insert_with(|| value.clone());
+            } else if name == header::COOKIE {
+                cookies += 1;
+            } else {
+                doomed = doomed || self.is_doomed(name, trusted);
+            }
+        }
+        // Exactly one `Host` can stay in place; several are replaced by the first.
+        let sent_host = hosts == 1;
+        let client_host = host_header.or_else(|| {
             uri.authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
 
-        let upgrade = remove_hop_by_hop(headers);
-        self.strip_protected(headers, trusted);
+        let upgrade = hop.remove(headers);
+        if doomed {
+            self.strip_protected(headers, trusted);
+        }
+        // Room for what is added below, so the map grows at most once.
+        headers.reserve(4 + identity.len());
 
         set_forwarded_for(headers, conn, trusted);
         if !(trusted && headers.contains_key(X_FORWARDED_PROTO)) {
@@ -247,14 +281,22 @@ impl Proxy {
                 headers.insert(X_FORWARDED_HOST, host.clone());
             }
         }
-        match (&client_host, self.preserve_host) {
-            (Some(host), true) => headers.insert(header::HOST, host.clone()),
-            _ => headers.insert(header::HOST, upstream.host.clone()),
-        };
+        match (client_host, self.preserve_host) {
+            // The client's own `Host` stays where it is.
+            (Some(_), true) if sent_host => {}
+            (Some(host), true) => {
+                headers.insert(header::HOST, host);
+            }
+            _ => {
+                headers.insert(header::HOST, upstream.host.clone());
+            }
+        }
         for (name, value) in identity {
             headers.append(name, value.clone());
         }
-        merge_cookie_headers(headers);
+        if cookies > 1 {
+            merge_cookie_headers(headers);
+        }
         if let Some(protocol) = &upgrade {
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
             headers.insert(header::UPGRADE, protocol.clone());
@@ -526,35 +568,95 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 /// Remove hop-by-hop headers and those named in `Connection`. Returns the `Upgrade` protocol when the
 /// message asked to upgrade (`Connection: upgrade` with an `Upgrade` header), so the caller can re-add it.
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
-    // Most messages carry none: one pass of cheap name comparisons instead of a lookup per name.
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
-        return None;
+    let mut hop = HopByHop::default();
+    for (name, value) in headers.iter() {
+        hop.note(name, value);
     }
-    let mut upgrade_requested = false;
-    let upgrade_protocol = headers.get(header::UPGRADE).cloned();
-    if headers.contains_key(header::CONNECTION) {
-        let named: Vec<HeaderName> = headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .filter_map(|token| {
-                let token = token.trim();
+    hop.remove(headers)
+}
+
+/// The hop-by-hop headers of a message, gathered in one pass over its fields so that only the ones
+/// present are looked up again (most messages carry none, or only `Connection: keep-alive`).
+#[derive(Default)]
+struct HopByHop {
+    /// Bit `i` set: `HOP_BY_HOP[i]` is present.
+    present: u16,
+    /// Other headers named in `Connection`.
+    named: Vec<HeaderName>,
+    upgrade_requested: bool,
+    upgrade: Option<HeaderValue>,
+}
+
+impl HopByHop {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let Some(i) = hop_by_hop_index(name.as_str()) else {
+            return;
+        };
+        self.present |= 1 << i;
+        if name == header::UPGRADE {
+            self.upgrade.get_or_insert_with(|| value.clone());
+        } else if name == header::CONNECTION {
+            let tokens = value.to_str().unwrap_or_default().split(',').map(str::trim);
+            for token in tokens {
                 if token.eq_ignore_ascii_case("upgrade") {
-                    upgrade_requested = true;
+                    self.upgrade_requested = true;
                 }
-                HeaderName::from_bytes(token.as_bytes()).ok()
-            })
-            .collect();
-        for name in named {
-            headers.remove(name);
+                // `keep-alive`, `upgrade` and the like go with the fixed list.
+                if HOP_BY_HOP
+                    .iter()
+                    .any(|h| h.as_str().eq_ignore_ascii_case(token))
+                {
+                    continue;
+                }
+                if let Ok(named) = HeaderName::from_bytes(token.as_bytes()) {
+                    self.named.push(named);
+                }
+            }
         }
     }
-    let upgrade = upgrade_protocol.filter(|_| upgrade_requested);
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+
+    /// Remove what was noted; the `Upgrade` protocol when `Connection` asked for it.
+    fn remove(self, headers: &mut HeaderMap) -> Option<HeaderValue> {
+        if self.present == 0 {
+            return None;
+        }
+        for name in self.named {
+            headers.remove(name);
+        }
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            if self.present & (1 << i) != 0 {
+                headers.remove(name);
+            }
+        }
+        self.upgrade.filter(|_| self.upgrade_requested)
     }
-    upgrade
+}
+
+/// One bit of 128 for a header name, from its length and last byte, the same for its `-` and `_`
+/// spellings: a protected name and any spelling of it always share their bit.
+fn filter_bit(name: &str) -> u128 {
+    let last = match name.as_bytes().last() {
+        Some(b'-') | None => b'_',
+        Some(&b) => b,
+    };
+    1 << ((name.len().wrapping_mul(7) + usize::from(last)) & 127)
+}
+
+/// The position of a (lower-case) header name in [`HOP_BY_HOP`]: a `match`, which compiles to a
+/// length switch and one comparison, rather than nine comparisons.
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    Some(match name {
+        "connection" => 0,
+        "proxy-connection" => 1,
+        "keep-alive" => 2,
+        "te" => 3,
+        "trailer" => 4,
+        "transfer-encoding" => 5,
+        "upgrade" => 6,
+        "proxy-authorization" => 7,
+        "proxy-authenticate" => 8,
+        _ => return None,
+    })
 }
 
 /// HTTP/2 clients may split cookies over several `cookie` fields; an HTTP/1.1 upstream must receive one
@@ -633,6 +735,32 @@ mod tests {
         assert_eq!(remove_hop_by_hop(&mut h), None);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn hop_by_hop_names_are_found_by_position() {
+        for (i, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");
+        }
+        assert_eq!(hop_by_hop_index("connections"), None);
+        assert_eq!(hop_by_hop_index("host"), None);
+    }
+
+    #[test]
+    fn both_spellings_of_a_name_share_a_filter_bit() {
+        for name in [
+            "x-forwarded-user",
+            "x-user-",
+            "a",
+            "x-forwarded-preferred-username",
+        ] {
+            assert_eq!(
+                filter_bit(name),
+                filter_bit(&name.replace('-', "_")),
+                "{name}"
+            );
+        }
+        assert_ne!(filter_bit("x-forwarded-for"), filter_bit("accept-language"));
     }
 
     #[test]

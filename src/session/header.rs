@@ -61,40 +61,91 @@ fn parse_pair(part: &[u8]) -> Option<(&[u8], &[u8])> {
 /// their bytes and their order; a header left empty is dropped. Without any cookie of ours the
 /// headers are not touched at all (the common case for public routes costs one scan).
 pub(super) fn strip(headers: &mut HeaderMap, is_ours: impl Fn(&[u8]) -> bool) {
-    if !pairs(headers).any(|(name, _)| is_ours(name)) {
-        return;
+    let mut values = headers.get_all(COOKIE).iter();
+    let (Some(first), None) = (values.next(), values.next()) else {
+        return strip_all(headers, &is_ours);
+    };
+    // One header (HTTP/1.1 always, HTTP/2 usually): filter it in one pass, replace it in place.
+    match filtered(first.as_bytes(), &is_ours) {
+        None => {}
+        Some(out) if out.is_empty() => {
+            headers.remove(COOKIE);
+        }
+        Some(out) => {
+            if let Some(value) = rebuilt(out, first) {
+                headers.insert(COOKIE, value);
+            }
+        }
     }
+}
+
+/// [`strip`] for several `Cookie` headers.
+fn strip_all(headers: &mut HeaderMap, is_ours: &impl Fn(&[u8]) -> bool) {
+    let mut changed = false;
     let mut kept: Vec<HeaderValue> = Vec::new();
     for value in headers.get_all(COOKIE) {
-        let bytes = value.as_bytes();
-        let mine = |part: &[u8]| parse_pair(part).is_some_and(|(name, _)| is_ours(name));
-        if !parts(bytes).any(mine) {
-            kept.push(value.clone());
-            continue;
-        }
-        let mut out = Vec::with_capacity(bytes.len());
-        for part in parts(bytes) {
-            let part = part.trim_ascii();
-            if part.is_empty() || mine(part) {
-                continue;
-            }
-            if !out.is_empty() {
-                out.extend_from_slice(b"; ");
-            }
-            out.extend_from_slice(part);
-        }
-        // The bytes all come from a valid header value joined by "; ", so this cannot fail.
-        if let Ok(mut filtered) = HeaderValue::from_bytes(&out) {
-            if !out.is_empty() {
-                filtered.set_sensitive(value.is_sensitive());
-                kept.push(filtered);
+        match filtered(value.as_bytes(), is_ours) {
+            None => kept.push(value.clone()),
+            Some(out) => {
+                changed = true;
+                if !out.is_empty() {
+                    kept.extend(rebuilt(out, value));
+                }
             }
         }
+    }
+    if !changed {
+        return;
     }
     headers.remove(COOKIE);
     for value in kept {
         headers.append(COOKIE, value);
     }
+}
+
+/// The parts of one header value that are not ours, joined by `"; "`; `None` when it holds no
+/// cookie of ours. Nothing is copied before the first cookie of ours is seen.
+fn filtered(bytes: &[u8], is_ours: &impl Fn(&[u8]) -> bool) -> Option<Vec<u8>> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut foreign_before = 0;
+    for part in parts(bytes) {
+        let ours = parse_pair(part).is_some_and(|(name, _)| is_ours(name));
+        match (&mut out, ours) {
+            (None, false) => foreign_before += 1,
+            (None, true) => {
+                // First cookie of ours: copy the foreign parts seen so far, then go on filtering.
+                // Foreign cookies are usually short next to the session: start small.
+                let mut buf = Vec::with_capacity(bytes.len().min(128));
+                for earlier in parts(bytes).take(foreign_before) {
+                    push_part(&mut buf, earlier);
+                }
+                out = Some(buf);
+            }
+            (Some(buf), false) => push_part(buf, part),
+            (Some(_), true) => {}
+        }
+    }
+    out
+}
+
+fn push_part(out: &mut Vec<u8>, part: &[u8]) {
+    let part = part.trim_ascii();
+    if part.is_empty() {
+        return;
+    }
+    if !out.is_empty() {
+        out.extend_from_slice(b"; ");
+    }
+    out.extend_from_slice(part);
+}
+
+/// A header value of the filtered bytes (taken over, not copied), as sensitive as the one it came
+/// from.
+fn rebuilt(out: Vec<u8>, from: &HeaderValue) -> Option<HeaderValue> {
+    // The bytes all come from a valid header value joined by "; ", so this cannot fail.
+    let mut value = HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()?;
+    value.set_sensitive(from.is_sensitive());
+    Some(value)
 }
 
 #[cfg(test)]

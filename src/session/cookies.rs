@@ -28,6 +28,7 @@ use subtle::ConstantTimeEq;
 use super::cache::SessionCache;
 
 use super::header::{self, pairs};
+use super::payload;
 use super::seal::{self, KeyRing, Purpose};
 use super::{CookieSettings, LoginState, Session, SessionError, MAX_NAME_LEN};
 
@@ -178,20 +179,12 @@ impl SessionCookies {
         if session.expires_at <= now {
             return Ok(self.clear(request));
         }
-        let tokens = [
-            &session.id_token,
-            &session.access_token,
-            &session.refresh_token,
-        ]
-        .iter()
-        .map(|t| t.as_ref().map_or(0, String::len))
-        .sum::<usize>();
-        let text = seal_json(
-            &self.session_keys,
-            self.settings.name.as_bytes(),
-            session,
-            512 + tokens,
-        )?;
+        let mut plain = seal::plaintext_buffer(payload::size_hint(session));
+        payload::encode(session, &mut plain)?;
+        let text = self
+            .session_keys
+            .seal(self.settings.name.as_bytes(), plain)
+            .map_err(|_| SessionError::Seal)?;
         let count = text.len().div_ceil(CHUNK_LEN);
         if count > MAX_CHUNKS {
             return Err(SessionError::TooLarge {
@@ -324,8 +317,7 @@ impl SessionCookies {
             .open(self.settings.name.as_bytes(), buf, |raw| {
                 parts.iter().all(|part| seal::decode_into(part, raw))
             })?;
-        let session: Session = serde_json::from_slice(plain).ok()?;
-        (now < session.expires_at).then_some(session)
+        payload::decode(plain, now)
     }
 
     fn open_login(&self, name: &[u8], value: &[u8], buf: &mut Vec<u8>) -> Option<LoginState> {
@@ -607,6 +599,22 @@ mod tests {
         jar
     }
 
+    /// The session plaintext `write` would seal for `session`.
+    fn plaintext(session: &Session) -> Vec<u8> {
+        let mut buf = Vec::new();
+        payload::encode(session, &mut buf).unwrap();
+        buf
+    }
+
+    /// A request carrying `plain`, whatever it holds, sealed as the session cookie under the
+    /// right key and name.
+    fn sealed_session(codec: &SessionCookies, plain: &[u8]) -> HeaderMap {
+        let mut buf = seal::plaintext_buffer(plain.len());
+        buf.extend_from_slice(plain);
+        let text = codec.session_keys.seal(b"_portcullis", buf).unwrap();
+        cookie_header(&[("_portcullis", &text)])
+    }
+
     #[test]
     fn small_session_round_trips_in_one_cookie_with_all_attributes() {
         let codec = codec();
@@ -745,6 +753,75 @@ mod tests {
         let set = codec.write(&s, &jar.headers(), s.expires_at).unwrap();
         let removal = parse(&set[0]);
         assert_eq!(removal.max_age(), Some(CookieDuration::ZERO));
+    }
+
+    #[test]
+    fn every_truncation_of_a_session_plaintext_reads_as_none() {
+        let codec = codec();
+        let mut all_tokens = session(2);
+        all_tokens.refresh_token = Some("refresh".into());
+        let mut no_tokens = session(0);
+        no_tokens.id_token = None;
+        no_tokens.access_token = None;
+        for s in [session(2), all_tokens, no_tokens] {
+            let plain = plaintext(&s);
+            for cut in 0..plain.len() {
+                let headers = sealed_session(&codec, &plain[..cut]);
+                assert_eq!(codec.read(&headers, NOW), None, "cut {cut}");
+            }
+            assert_eq!(codec.read(&sealed_session(&codec, &plain), NOW), Some(s));
+        }
+    }
+
+    #[test]
+    fn json_session_payloads_are_refused() {
+        let codec = codec();
+        let s = session(3);
+        let json = serde_json::to_vec(&s).unwrap();
+        assert_eq!(json.first(), Some(&b'{'));
+        assert_eq!(codec.read(&sealed_session(&codec, &json), NOW), None);
+        assert_eq!(
+            codec.read(&sealed_session(&codec, &plaintext(&s)), NOW),
+            Some(s)
+        );
+    }
+
+    #[test]
+    fn non_canonical_base64_reads_as_none() {
+        let codec = codec();
+        let alphabet = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut tails = Vec::new();
+        // Three consecutive plaintext lengths give every remainder of the sealed length mod 3.
+        for pad in 0..3 {
+            let mut s = session(1);
+            s.claims.insert("pad".into(), "x".repeat(pad).into());
+            let value = stored(&codec, &s).0.remove(0).1;
+            let read = |value: &str| codec.read(&cookie_header(&[("_portcullis", value)]), NOW);
+            assert_eq!(read(&value), Some(s.clone()));
+            tails.push(value.len() % 4);
+            if value.len() % 4 != 0 {
+                // Same bytes under a lenient decoder: only the unused low bits of the last
+                // character change.
+                let mut bytes = value.clone().into_bytes();
+                let last = bytes.last_mut().unwrap();
+                let sextet = alphabet.iter().position(|c| c == last).unwrap();
+                *last = alphabet[sextet ^ 1];
+                assert_eq!(
+                    read(&String::from_utf8(bytes).unwrap()),
+                    None,
+                    "trailing bits"
+                );
+                let padding = "=".repeat(4 - value.len() % 4);
+                assert_eq!(read(&format!("{value}{padding}")), None, "padded");
+            }
+            for junk in ["+", "/", "=", ".", "%2B"] {
+                let mid = value.len() / 2;
+                let bad = format!("{}{junk}{}", &value[..mid], &value[mid + 1..]);
+                assert_eq!(read(&bad), None, "{junk}");
+            }
+        }
+        tails.sort_unstable();
+        assert_eq!(tails, [0, 2, 3]);
     }
 
     #[test]
@@ -972,13 +1049,32 @@ mod tests {
         );
     }
 
-    fn arb_session() -> impl Strategy<Value = Session> {
-        let value = prop_oneof![
-            any::<i64>().prop_map(serde_json::Value::from),
-            any::<bool>().prop_map(serde_json::Value::from),
-            ".{0,40}".prop_map(serde_json::Value::from),
-            prop::collection::vec("[a-z0-9-]{1,30}", 0..600).prop_map(serde_json::Value::from),
+    /// Claim values of every JSON kind, nested a few levels.
+    fn arb_claim() -> impl Strategy<Value = serde_json::Value> {
+        use serde_json::{Number, Value};
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
+            ".{0,40}".prop_map(Value::from),
         ];
+        let nested = leaf.prop_recursive(4, 48, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+                prop::collection::btree_map(".{0,12}", inner, 0..6)
+                    .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        });
+        prop_oneof![
+            4 => nested,
+            1 => prop::collection::vec("[a-z0-9-]{1,30}", 0..600).prop_map(Value::from),
+        ]
+    }
+
+    fn arb_session() -> impl Strategy<Value = Session> {
+        let value = arb_claim();
         let token = prop::option::of(".{0,400}");
         (
             prop::collection::btree_map(".{1,12}", value, 0..6),
@@ -1053,6 +1149,35 @@ mod tests {
             let _ = codec.clear(&headers);
             codec.strip_own_cookies(&mut headers);
             prop_assert!(pairs(&headers).all(|(name, _)| !codec.is_own(name)));
+        }
+
+        #[test]
+        fn garbage_session_plaintexts_read_as_none(plain in prop::collection::vec(any::<u8>(), 0..300)) {
+            let codec = codec();
+            prop_assert_eq!(codec.read(&sealed_session(&codec, &plain), NOW), None);
+        }
+
+        /// Behind a well-formed, unexpired header with a UTF-8 text section, so that random bytes
+        /// reach the token and claims structure. The rare structure that happens to be valid must
+        /// describe a session that survives its own round trip.
+        #[test]
+        fn garbage_structure_never_panics(
+            flags in 0..8u8,
+            text in ".{0,40}",
+            code in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let codec = codec();
+            let mut plain = vec![payload::FORMAT];
+            plain.extend_from_slice(&(NOW + 1).to_le_bytes());
+            plain.extend_from_slice(&NOW.to_le_bytes());
+            plain.push(flags);
+            plain.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
+            plain.extend_from_slice(text.as_bytes());
+            plain.extend_from_slice(&code);
+            if let Some(session) = codec.read(&sealed_session(&codec, &plain), NOW) {
+                let again = codec.read(&sealed_session(&codec, &plaintext(&session)), NOW);
+                prop_assert_eq!(again, Some(session));
+            }
         }
 
         #[test]

@@ -1,9 +1,10 @@
 //! Sessions: who is signed in, and the cookies that carry it.
 //!
 //! Owns the [`Session`] and [`LoginState`] types and their cookie codec, [`SessionCookies`]:
-//! AEAD-sealed values (`seal`), split over numbered cookies when large (`cookies`), found in the
-//! `Cookie` header by an allocation-free parser (`header`). It does no I/O and never sees a
-//! socket, so the whole codec is tested as pure functions over `http::HeaderMap`.
+//! AEAD-sealed values (`seal`) holding a compact binary session layout (`payload`), split over
+//! numbered cookies when large (`cookies`), found in the `Cookie` header by an allocation-free
+//! parser (`header`). It does no I/O and never sees a socket, so the whole codec is tested as pure
+//! functions over `http::HeaderMap`.
 //!
 //! A cookie that is missing, tampered with, sealed under an unknown key or expired simply means
 //! "no session": reading never fails loudly, because every such case is something a browser or an
@@ -12,6 +13,7 @@
 pub mod cache;
 mod cookies;
 mod header;
+mod payload;
 mod seal;
 
 use std::fmt;
@@ -108,6 +110,8 @@ pub enum SessionError {
     TooLarge { needed: usize, max: usize },
     #[error("the cookie value could not be encoded")]
     Encode(#[from] serde_json::Error),
+    #[error("the session claims cannot be stored: {0}")]
+    Claims(&'static str),
     #[error("the cookie value could not be sealed")]
     Seal,
 }

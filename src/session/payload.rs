@@ -1,0 +1,487 @@
+//! The session plaintext: what the session cookie carries once opened.
+//!
+//! Owns the byte layout of a [`Session`] inside the seal; knows nothing about cookies or keys. The
+//! layout is binary so that the read done on every request of a signed-in user stays cheap: the
+//! expiry is checked before anything else is looked at, every string (tokens, claim names and
+//! values) sits in one text section that is checked for UTF-8 once, and the rest is a short
+//! structure that says how to cut the text and build the claims.
+//!
+//! | bytes | field |
+//! | --- | --- |
+//! | 1 | format, [`FORMAT`]; anything else is refused (earlier releases wrote JSON, `{...`) |
+//! | 8 | `expires_at`, Unix seconds, little-endian |
+//! | 8 | `created_at`, Unix seconds, little-endian |
+//! | 1 | tokens present: bit 0 `id_token`, 1 `access_token`, 2 `refresh_token`; others zero |
+//! | 4 | length n of the text section, little-endian |
+//! | n | text: all strings, one after another, in the order the structure names them |
+//! | rest | structure: each present token's length, in bit order; then the claims' entries |
+//!
+//! The structure uses LEB128 lengths (at most 5 bytes, up to `u32::MAX`) and these claim values,
+//! a tag byte first:
+//!
+//! | tag | value | followed by |
+//! | --- | --- | --- |
+//! | 0, 1, 2 | `null`, `false`, `true` | nothing |
+//! | 3 | number, non-negative integer | `u64`, little-endian |
+//! | 4 | number, negative integer | `i64`, little-endian |
+//! | 5 | number, finite float | `f64`, little-endian |
+//! | 6 | string | its length (the bytes come from the text) |
+//! | 7 | array | item count, then the items |
+//! | 8 | object | entry count, then each entry: the name's length, then the value |
+//!
+//! The claims themselves are entries without a tag: their count, then the entries. Containers nest
+//! at most [`MAX_DEPTH`] deep, the claims object included, as deep as `serde_json` parses.
+//!
+//! Decoding never trusts a length or a count: every read is checked against what is left, and a
+//! plaintext that is short, has bytes left over, unknown flag bits or tags, a string cut inside a
+//! character, a duplicate name or a non-finite float decodes to no session.
+
+use serde_json::{Map, Number, Value};
+
+use super::{Session, SessionError, CHUNK_LEN, MAX_CHUNKS};
+
+/// First byte of every session plaintext; a later layout takes another value.
+pub(super) const FORMAT: u8 = 1;
+/// Deepest nesting of claim containers, counting the claims object: as deep as `serde_json` parses,
+/// so any claims that came from a provider's JSON can be stored.
+const MAX_DEPTH: usize = 127;
+/// Bytes before the text: format, two times, token flags, text length.
+const HEADER_LEN: usize = 1 + 8 + 8 + 1 + 4;
+/// The flag bits of the three tokens.
+const TOKEN_BITS: u8 = 0b111;
+const TOO_DEEP: SessionError = SessionError::Claims("containers nested more than 127 deep");
+
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const UINT: u8 = 3;
+const NEG_INT: u8 = 4;
+const FLOAT: u8 = 5;
+const STRING: u8 = 6;
+const ARRAY: u8 = 7;
+const OBJECT: u8 = 8;
+
+/// Bytes [`encode`] is likely to need: exact for the tokens, estimated for the claims.
+pub(super) fn size_hint(session: &Session) -> usize {
+    let tokens: usize = tokens(session).iter().flatten().map(|t| 5 + t.len()).sum();
+    HEADER_LEN + tokens + 512
+}
+
+/// Append the plaintext of `session` to `buf`.
+pub(super) fn encode(session: &Session, buf: &mut Vec<u8>) -> Result<(), SessionError> {
+    let tokens = tokens(session);
+    let present = tokens
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.is_some())
+        .fold(0u8, |bits, (i, _)| bits | 1 << i);
+    let mut out = Writer {
+        text: Vec::with_capacity(size_hint(session)),
+        code: Vec::with_capacity(64),
+    };
+    for token in tokens.into_iter().flatten() {
+        out.string(token)?;
+    }
+    out.entries(&session.claims, MAX_DEPTH)?;
+    let text_len = u32::try_from(out.text.len()).map_err(|_| too_large(out.text.len()))?;
+    buf.push(FORMAT);
+    buf.extend_from_slice(&session.expires_at.to_le_bytes());
+    buf.extend_from_slice(&session.created_at.to_le_bytes());
+    buf.push(present);
+    buf.extend_from_slice(&text_len.to_le_bytes());
+    buf.extend_from_slice(&out.text);
+    buf.extend_from_slice(&out.code);
+    Ok(())
+}
+
+/// The session in `plain`, or `None` when it is malformed or expired (`now >= expires_at`).
+pub(super) fn decode(plain: &[u8], now: u64) -> Option<Session> {
+    let (&format, rest) = plain.split_first()?;
+    if format != FORMAT {
+        return None;
+    }
+    let (expires_at, rest) = rest.split_first_chunk()?;
+    let expires_at = u64::from_le_bytes(*expires_at);
+    if now >= expires_at {
+        return None;
+    }
+    let (created_at, rest) = rest.split_first_chunk()?;
+    let (&present, rest) = rest.split_first()?;
+    if present & !TOKEN_BITS != 0 {
+        return None;
+    }
+    let (text_len, rest) = rest.split_first_chunk()?;
+    let text_len = usize::try_from(u32::from_le_bytes(*text_len)).ok()?;
+    let (text, code) = rest.split_at_checked(text_len)?;
+    let mut input = Reader {
+        text: std::str::from_utf8(text).ok()?,
+        code,
+    };
+    let mut token = |bit: u8| match present & bit {
+        0 => Some(None),
+        _ => input.string().map(|t| Some(t.to_owned())),
+    };
+    let id_token = token(1)?;
+    let access_token = token(2)?;
+    let refresh_token = token(4)?;
+    let claims = input.entries(MAX_DEPTH)?;
+    if !input.text.is_empty() || !input.code.is_empty() {
+        return None;
+    }
+    Some(Session {
+        claims,
+        id_token,
+        access_token,
+        refresh_token,
+        created_at: u64::from_le_bytes(*created_at),
+        expires_at,
+    })
+}
+
+fn tokens(session: &Session) -> [Option<&String>; 3] {
+    [
+        session.id_token.as_ref(),
+        session.access_token.as_ref(),
+        session.refresh_token.as_ref(),
+    ]
+}
+
+fn too_large(needed: usize) -> SessionError {
+    SessionError::TooLarge {
+        needed,
+        max: MAX_CHUNKS * CHUNK_LEN,
+    }
+}
+
+/// The two sections being written: strings into `text`, everything else into `code`.
+struct Writer {
+    text: Vec<u8>,
+    code: Vec<u8>,
+}
+
+impl Writer {
+    fn len(&mut self, len: usize) -> Result<(), SessionError> {
+        let mut n = u32::try_from(len).map_err(|_| too_large(len))?;
+        while n >= 0x80 {
+            // The low seven bits, with the continuation bit set.
+            self.code.push((n & 0x7f) as u8 | 0x80);
+            n >>= 7;
+        }
+        self.code.push(n as u8);
+        Ok(())
+    }
+
+    fn string(&mut self, s: &str) -> Result<(), SessionError> {
+        self.len(s.len())?;
+        self.text.extend_from_slice(s.as_bytes());
+        Ok(())
+    }
+
+    /// An object's entries; `depth` counts the containers still allowed, this one included.
+    fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> Result<(), SessionError> {
+        let inner = depth.checked_sub(1).ok_or(TOO_DEEP)?;
+        self.len(map.len())?;
+        for (name, value) in map {
+            self.string(name)?;
+            self.value(value, inner)?;
+        }
+        Ok(())
+    }
+
+    fn value(&mut self, value: &Value, depth: usize) -> Result<(), SessionError> {
+        match value {
+            Value::Null => self.code.push(NULL),
+            Value::Bool(false) => self.code.push(FALSE),
+            Value::Bool(true) => self.code.push(TRUE),
+            Value::Number(n) => {
+                let (tag, bytes) = match (n.as_u64(), n.as_i64(), n.as_f64()) {
+                    (Some(u), _, _) => (UINT, u.to_le_bytes()),
+                    (None, Some(i), _) => (NEG_INT, i.to_le_bytes()),
+                    (None, None, Some(f)) => (FLOAT, f.to_le_bytes()),
+                    (None, None, None) => {
+                        return Err(SessionError::Claims("a number out of range"))
+                    }
+                };
+                self.code.push(tag);
+                self.code.extend_from_slice(&bytes);
+            }
+            Value::String(s) => {
+                self.code.push(STRING);
+                self.string(s)?;
+            }
+            Value::Array(items) => {
+                let inner = depth.checked_sub(1).ok_or(TOO_DEEP)?;
+                self.code.push(ARRAY);
+                self.len(items.len())?;
+                for item in items {
+                    self.value(item, inner)?;
+                }
+            }
+            Value::Object(map) => {
+                self.code.push(OBJECT);
+                self.entries(map, depth)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The two sections being read, each consumed from the front.
+struct Reader<'a> {
+    text: &'a str,
+    code: &'a [u8],
+}
+
+impl<'a> Reader<'a> {
+    fn byte(&mut self) -> Option<u8> {
+        let (&b, rest) = self.code.split_first()?;
+        self.code = rest;
+        Some(b)
+    }
+
+    fn eight(&mut self) -> Option<[u8; 8]> {
+        let (bytes, rest) = self.code.split_first_chunk()?;
+        self.code = rest;
+        Some(*bytes)
+    }
+
+    /// A LEB128 length: at most five bytes, at most `u32::MAX`.
+    fn len(&mut self) -> Option<usize> {
+        let mut n: u64 = 0;
+        for shift in [0, 7, 14, 21, 28] {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return usize::try_from(u32::try_from(n).ok()?).ok();
+            }
+        }
+        None
+    }
+
+    /// The next string of the text; `None` when it would end past the text or inside a character.
+    fn string(&mut self) -> Option<&'a str> {
+        let len = self.len()?;
+        let s = self.text.get(..len)?;
+        self.text = self.text.get(len..)?;
+        Some(s)
+    }
+
+    fn entries(&mut self, depth: usize) -> Option<Map<String, Value>> {
+        let inner = depth.checked_sub(1)?;
+        let count = self.len()?;
+        let mut map = Map::new();
+        for _ in 0..count {
+            let name = self.string()?.to_owned();
+            let value = self.value(inner)?;
+            if map.insert(name, value).is_some() {
+                return None;
+            }
+        }
+        Some(map)
+    }
+
+    fn value(&mut self, depth: usize) -> Option<Value> {
+        Some(match self.byte()? {
+            NULL => Value::Null,
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            UINT => Value::from(u64::from_le_bytes(self.eight()?)),
+            NEG_INT => {
+                let n = i64::from_le_bytes(self.eight()?);
+                if n >= 0 {
+                    return None;
+                }
+                Value::from(n)
+            }
+            FLOAT => Value::Number(Number::from_f64(f64::from_le_bytes(self.eight()?))?),
+            STRING => Value::String(self.string()?.to_owned()),
+            ARRAY => {
+                let inner = depth.checked_sub(1)?;
+                let count = self.len()?;
+                // Every item takes at least a byte, so the count cannot outgrow the input.
+                let mut items = Vec::with_capacity(count.min(self.code.len()));
+                for _ in 0..count {
+                    items.push(self.value(inner)?);
+                }
+                Value::Array(items)
+            }
+            OBJECT => Value::Object(self.entries(depth)?),
+            _ => return None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn session(claims: Value) -> Session {
+        Session {
+            claims: claims.as_object().cloned().unwrap(),
+            id_token: Some("id".into()),
+            access_token: None,
+            refresh_token: Some("r".into()),
+            created_at: 0x0102,
+            expires_at: 0x0A0B_0C0D,
+        }
+    }
+
+    fn encoded(session: &Session) -> Vec<u8> {
+        let mut buf = Vec::new();
+        encode(session, &mut buf).unwrap();
+        buf
+    }
+
+    /// The layout is what cookies already in browsers hold, so it must not drift.
+    #[test]
+    fn layout_is_stable() {
+        let claims = serde_json::json!({
+            "a": [null, false, true, 1, -2, 0.5, "é"],
+            "b": {},
+        });
+        let session = session(claims);
+        let buf = encoded(&session);
+        let mut expected = vec![FORMAT];
+        expected.extend_from_slice(&[0x0D, 0x0C, 0x0B, 0x0A, 0, 0, 0, 0]); // expires_at
+        expected.extend_from_slice(&[0x02, 0x01, 0, 0, 0, 0, 0, 0]); // created_at
+        expected.push(0b101); // id_token and refresh_token
+        expected.extend_from_slice(&[7, 0, 0, 0]); // text length
+        expected.extend_from_slice("idraéb".as_bytes()); // tokens, then names and strings
+        expected.extend_from_slice(&[2, 1]); // token lengths
+        expected.extend_from_slice(&[2, 1, ARRAY, 7, NULL, FALSE, TRUE]); // 2 entries, "a": [ ...
+        expected.push(UINT);
+        expected.extend_from_slice(&1u64.to_le_bytes());
+        expected.push(NEG_INT);
+        expected.extend_from_slice(&(-2i64).to_le_bytes());
+        expected.push(FLOAT);
+        expected.extend_from_slice(&0.5f64.to_le_bytes());
+        expected.extend_from_slice(&[STRING, 2, 1, OBJECT, 0]); // "é"], "b": {}
+        assert_eq!(buf, expected);
+        assert!(size_hint(&session) >= buf.len());
+        assert_eq!(decode(&buf, 0x0A0B_0C0C), Some(session));
+        assert_eq!(decode(&buf, 0x0A0B_0C0D), None);
+    }
+
+    #[test]
+    fn long_strings_take_multi_byte_lengths() {
+        for len in [127, 128, 300, 16_384, 70_000] {
+            let s = session(serde_json::json!({ "k": "x".repeat(len) }));
+            assert_eq!(decode(&encoded(&s), 0), Some(s), "{len}");
+        }
+        // Six length bytes are one too many.
+        let mut reader = Reader {
+            text: "",
+            code: &[0x80, 0x80, 0x80, 0x80, 0x80, 0],
+        };
+        assert_eq!(reader.len(), None);
+        let mut reader = Reader {
+            text: "",
+            code: &[0xff, 0xff, 0xff, 0xff, 0x0f],
+        };
+        assert_eq!(reader.len(), Some(u32::MAX as usize));
+        let mut reader = Reader {
+            text: "",
+            code: &[0x80, 0x80, 0x80, 0x80, 0x10],
+        };
+        assert_eq!(reader.len(), None, "2^32");
+    }
+
+    /// A plaintext without tokens, unexpired, from raw sections.
+    fn raw(text: &str, code: &[u8]) -> Vec<u8> {
+        let mut plain = vec![FORMAT];
+        plain.extend_from_slice(&u64::MAX.to_le_bytes());
+        plain.extend_from_slice(&0u64.to_le_bytes());
+        plain.push(0);
+        plain.extend_from_slice(&u32::try_from(text.len()).unwrap().to_le_bytes());
+        plain.extend_from_slice(text.as_bytes());
+        plain.extend_from_slice(code);
+        plain
+    }
+
+    #[test]
+    fn nesting_is_limited_like_the_json_parser() {
+        let nest = |depth: usize| {
+            let mut value = Value::Null;
+            for i in 0..depth {
+                value = if i % 2 == 0 {
+                    Value::Array(vec![value])
+                } else {
+                    serde_json::json!({ "n": value })
+                };
+            }
+            session(serde_json::json!({ "v": value }))
+        };
+        // The claims object is one level; serde_json parses exactly as deep.
+        let deepest = nest(MAX_DEPTH - 1);
+        let json = serde_json::to_string(&deepest.claims).unwrap();
+        assert!(serde_json::from_str::<Value>(&json).is_ok());
+        assert_eq!(decode(&encoded(&deepest), 0), Some(deepest));
+        let too_deep = nest(MAX_DEPTH);
+        let json = serde_json::to_string(&too_deep.claims).unwrap();
+        assert!(serde_json::from_str::<Value>(&json).is_err());
+        assert!(matches!(
+            encode(&too_deep, &mut Vec::new()),
+            Err(SessionError::Claims(_))
+        ));
+        // One entry "v" holding nested arrays around a null.
+        let arrays = |n: usize| {
+            raw(
+                "v",
+                &[&[1u8, 1][..], &[ARRAY, 1].repeat(n), &[NULL]].concat(),
+            )
+        };
+        assert!(decode(&arrays(MAX_DEPTH - 1), 0).is_some());
+        assert_eq!(decode(&arrays(MAX_DEPTH), 0), None);
+    }
+
+    #[test]
+    fn malformed_plaintexts_decode_to_none() {
+        let good = raw("kv", &[1, 1, STRING, 1]);
+        let expected = session(serde_json::json!({ "k": "v" }));
+        let decoded = decode(&good, 0).unwrap();
+        assert_eq!(decoded.claims, expected.claims);
+        let mut unknown_flag = good.clone();
+        unknown_flag[17] = 0b1000;
+        let mut missing_token = good.clone();
+        missing_token[17] = 0b001;
+        let mut later_format = good.clone();
+        later_format[0] = FORMAT + 1;
+        let mut text_past_end = good.clone();
+        text_past_end[18] = 200;
+        let cases: [(&str, Vec<u8>); 17] = [
+            ("a later format", later_format),
+            ("an unknown token bit", unknown_flag),
+            ("a token bit without its length", missing_token),
+            ("a text length past the end", text_past_end),
+            ("text left over", raw("kvx", &[1, 1, STRING, 1])),
+            ("structure left over", raw("kv", &[1, 1, STRING, 1, NULL])),
+            ("a string past the text", raw("kv", &[1, 1, STRING, 2])),
+            (
+                "a string ending inside a character",
+                raw("ké", &[1, 1, STRING, 1]),
+            ),
+            ("text that is not UTF-8", {
+                let mut p = raw("kv", &[1, 1, STRING, 1]);
+                p[23] = 0xff;
+                p
+            }),
+            ("an unknown tag", raw("k", &[1, 1, 9])),
+            ("a duplicate name", raw("kk", &[2, 1, NULL, 1, NULL])),
+            ("more entries than given", raw("k", &[2, 1, NULL])),
+            ("more items than given", raw("k", &[1, 1, ARRAY, 2, NULL])),
+            ("a short number", raw("k", &[1, 1, UINT, 1, 0, 0])),
+            ("a non-negative NEG_INT", {
+                let code = [&[1u8, 1, NEG_INT][..], &5i64.to_le_bytes()].concat();
+                raw("k", &code)
+            }),
+            ("a non-finite float", {
+                let code = [&[1u8, 1, FLOAT][..], &f64::NAN.to_le_bytes()].concat();
+                raw("k", &code)
+            }),
+            ("a huge count", raw("k", &[0xff, 0xff, 0xff, 0xff, 0x0f])),
+        ];
+        for (what, plain) in cases {
+            assert_eq!(decode(&plain, 0), None, "{what}");
+        }
+    }
+}

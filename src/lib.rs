@@ -43,7 +43,7 @@ use crate::router::{Endpoint, Router, Target};
 use crate::session::{CookieSettings, Session, SessionCache, SessionCookies};
 
 /// Response body: an upstream's stream, or a page of the gateway's own.
-pub type Body = Either<Incoming, Full<Bytes>>;
+pub type Body = Either<proxy::PooledBody, Full<Bytes>>;
 
 /// A valid session with the identity headers it gives, computed once per session and cached.
 pub struct Authenticated {

@@ -10,24 +10,26 @@
 //!    and the identity headers, each built as a `HeaderValue` so nothing can be spliced into them.
 //!
 //! Bodies are hyper `Incoming` streams handed straight to the other side: memory stays constant whatever
-//! the size. Upstream connections are pooled by the hyper-util client.
+//! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{Authority, PathAndQuery, Scheme};
+use http::uri::{Authority, PathAndQuery};
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body_util::Either;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use ipnet::IpNet;
 use url::Url;
 
 use crate::error::{ErrorKind, GatewayError};
 use crate::Body;
+
+mod pool;
+
+pub use pool::PooledBody;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -96,6 +98,8 @@ pub struct Upstream {
     base_path: String,
     /// `Host` sent when the client's is not preserved.
     host: HeaderValue,
+    /// Idle keep-alive connections to this upstream.
+    pool: pool::Pool,
 }
 
 impl Upstream {
@@ -116,13 +120,14 @@ impl Upstream {
                 .expect("a validated URL's host and port form an authority"),
             base_path: url.path().trim_end_matches('/').to_string(),
             host: HeaderValue::from_str(&authority).expect("an authority is a valid header value"),
+            pool: pool::Pool::new(url),
         }
     }
 }
 
-/// The forwarding half of the gateway: a pooled client and the header rules.
+/// The forwarding half of the gateway: the upstream timeouts and the header rules.
 pub struct Proxy {
-    client: Client<HttpConnector, UpstreamBody>,
+    connect_timeout: Duration,
     timeout: Duration,
     preserve_host: bool,
     trusted_proxies: Vec<IpNet>,
@@ -143,15 +148,6 @@ impl Proxy {
         trusted_proxies: Vec<IpNet>,
         identity_headers: impl IntoIterator<Item = HeaderName>,
     ) -> Proxy {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        connector.enforce_http(true);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build(connector);
         let mut protected: Vec<HeaderName> = identity_headers.into_iter().collect();
         for h in [
             X_FORWARDED_ACCESS_TOKEN,
@@ -172,7 +168,7 @@ impl Proxy {
             .iter()
             .fold(0, |mask, h| mask | filter_bit(h.as_str()));
         Proxy {
-            client,
+            connect_timeout,
             timeout,
             preserve_host,
             trusted_proxies,
@@ -337,16 +333,8 @@ impl Proxy {
                 })?
             }
         };
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(upstream.authority.clone());
-        parts.path_and_query = Some(path_and_query);
-        *req.uri_mut() = Uri::from_parts(parts).map_err(|e| {
-            GatewayError::new(
-                ErrorKind::Internal,
-                format!("building the upstream URI: {e}"),
-            )
-        })?;
+        // Origin-form: the upstream gets the path and query only.
+        *req.uri_mut() = Uri::from(path_and_query);
         *req.version_mut() = Version::HTTP_11;
 
         let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
@@ -361,7 +349,7 @@ impl Proxy {
             (Some(tx), Some(rx))
         };
         let req = req.map(|body| UpstreamBody::new(body, sent_tx));
-        let exchange = self.client.request(req);
+        let exchange = upstream.pool.send(req, self.connect_timeout);
         let deadline = async {
             if let Some(sent_rx) = sent_rx {
                 let _ = sent_rx.await;
@@ -375,18 +363,13 @@ impl Proxy {
         let mut response = match outcome {
             Ok(Ok(response)) => response,
             Ok(Err(e)) => {
-                let what = if e.is_connect() {
-                    "connecting to"
-                } else {
-                    "talking to"
+                let (what, chain) = match &e {
+                    pool::Error::Connect(e) => ("connecting to", error_chain(e)),
+                    pool::Error::Http(e) => ("talking to", error_chain(e)),
                 };
                 return Err(GatewayError::new(
                     ErrorKind::UpstreamUnavailable,
-                    format!(
-                        "{what} upstream {}: {}",
-                        upstream.authority,
-                        error_chain(&e)
-                    ),
+                    format!("{what} upstream {}: {chain}", upstream.authority),
                 ));
             }
             Err(_) => {

@@ -438,3 +438,249 @@ async fn tls_with_alpn_serves_http2_and_http1() {
     assert!(plain.is_err() || plain.unwrap().status() != 200);
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn upstream_connections_are_kept_alive_and_reused() {
+    let up = TestUpstream::start("a").await;
+    // A host name, resolved when connecting.
+    let upstream = format!("http://localhost:{}", up.addr.port());
+    let gw = gateway(&gateway_toml(&upstream, PUBLIC)).await;
+    let base = format!("http://{}", gw.addr());
+    let c = client();
+
+    // Every kind of response end hands the connection back: an exact length, chunked, an echoed
+    // upload, and no body at all.
+    for i in 0..20 {
+        let r = match i % 5 {
+            0 => c.get(format!("{base}/bytes/100000")).send().await.unwrap(),
+            1 => c
+                .get(format!("{base}/chunked/200000"))
+                .send()
+                .await
+                .unwrap(),
+            2 => c
+                .post(format!("{base}/echo"))
+                .body(pattern(0, 50_000))
+                .send()
+                .await
+                .unwrap(),
+            3 => c.head(format!("{base}/head/{i}")).send().await.unwrap(),
+            _ => c.get(format!("{base}/plain/{i}")).send().await.unwrap(),
+        };
+        assert_eq!(r.status(), 200, "request {i}");
+        r.bytes().await.unwrap();
+    }
+    assert_eq!(up.seen().len(), 20);
+    assert_eq!(
+        up.connections(),
+        1,
+        "sequential requests share one connection"
+    );
+
+    // Concurrent requests: never more connections than requests in flight.
+    const CONCURRENCY: usize = 8;
+    for round in 0..5 {
+        let requests = (0..CONCURRENCY).map(|i| {
+            let c = c.clone();
+            let url = format!("{base}/bytes/{}", 1000 * (round * CONCURRENCY + i + 1));
+            async move {
+                c.get(url)
+                    .send()
+                    .await
+                    .unwrap()
+                    .bytes()
+                    .await
+                    .unwrap()
+                    .len()
+            }
+        });
+        let lengths = futures_util::future::join_all(requests).await;
+        for (i, len) in lengths.into_iter().enumerate() {
+            assert_eq!(len, 1000 * (round * CONCURRENCY + i + 1));
+        }
+    }
+    assert!(
+        up.connections() <= CONCURRENCY,
+        "{} connections for {CONCURRENCY} concurrent requests",
+        up.connections()
+    );
+    gw.shutdown().await;
+}
+
+/// How a `HangingUpUpstream` ends each connection, never announcing it with `Connection: close`.
+#[derive(Clone, Copy)]
+enum HangUp {
+    /// After answering the first request, when `close_answered` is called: the connection is idle by then.
+    WhenTold,
+    /// After answering the first request, once the second one has arrived, unanswered.
+    OnTheSecondRequest,
+}
+
+/// A raw HTTP/1.1 upstream that answers `200 ok` and closes its keep-alive connections without notice,
+/// recording every request it received in full (request line and body).
+struct HangingUpUpstream {
+    addr: std::net::SocketAddr,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    received: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    /// Connections that answered and wait to be closed (`HangUp::WhenTold`).
+    answered: tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<TcpStream>>,
+}
+
+impl HangingUpUpstream {
+    async fn start(hang_up: HangUp) -> HangingUpUpstream {
+        use std::sync::atomic::Ordering;
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (accepted, seen) = (connections.clone(), received.clone());
+        let (answered_tx, answered) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let seen = seen.clone();
+                let answered_tx = answered_tx.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let Some(first) = read_request(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    seen.lock().unwrap().push(first);
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                        .await;
+                    match hang_up {
+                        HangUp::WhenTold => {
+                            let _ = answered_tx.send(stream);
+                        }
+                        HangUp::OnTheSecondRequest => {
+                            if let Some(second) = read_request(&mut stream, &mut buf).await {
+                                seen.lock().unwrap().push(second);
+                            }
+                            // The stream is dropped here: the connection closes.
+                        }
+                    }
+                });
+            }
+        });
+        HangingUpUpstream {
+            addr,
+            connections,
+            received,
+            answered: tokio::sync::Mutex::new(answered),
+        }
+    }
+
+    /// Close the connection that answered last (`HangUp::WhenTold`).
+    async fn close_answered(&self) {
+        let mut answered = self.answered.lock().await;
+        let stream = tokio::time::timeout(Duration::from_secs(10), answered.recv())
+            .await
+            .expect("a connection answered")
+            .unwrap();
+        drop(stream);
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn received(&self) -> Vec<String> {
+        self.received.lock().unwrap().clone()
+    }
+}
+
+/// One request read from `stream` (`buf` keeps what was read beyond it): its request line and body, or
+/// `None` when the peer closes first. Bodies are expected with a Content-Length.
+async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 4096];
+    // Bounded: requests in these tests are far smaller than 1 MiB.
+    while buf.len() < 1 << 20 {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            let length: usize = head
+                .lines()
+                .filter_map(|l| l.split_once(':'))
+                .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
+                .map_or(0, |(_, v)| v.trim().parse().unwrap());
+            if buf.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
+                buf.drain(..end + 4 + length);
+                let line = head.lines().next().unwrap_or_default();
+                return Some(format!("{line} {body}").trim_end().to_string());
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    None
+}
+
+#[tokio::test]
+async fn connections_closed_by_the_upstream_are_not_reused() {
+    let up = HangingUpUpstream::start(HangUp::WhenTold).await;
+    let gw = gateway(&gateway_toml(&format!("http://{}", up.addr), PUBLIC)).await;
+    let base = format!("http://{}", gw.addr());
+    let c = client();
+    for i in 0..20 {
+        let r = c.get(format!("{base}/get/{i}")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "request {i}");
+        assert_eq!(r.text().await.unwrap(), "ok");
+        // Closed while idle in the gateway's pool: the gateway learns of it when it next looks.
+        up.close_answered().await;
+    }
+    for i in 0..5 {
+        let r = c
+            .post(format!("{base}/post/{i}"))
+            .body(format!("payload {i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "POST {i}");
+        up.close_answered().await;
+    }
+    let received = up.received();
+    assert_eq!(received.len(), 25, "{received:#?}");
+    for i in 0..5 {
+        let expected = format!("POST /post/{i} HTTP/1.1 payload {i}");
+        assert_eq!(
+            received.iter().filter(|r| **r == expected).count(),
+            1,
+            "{received:#?}"
+        );
+    }
+    assert_eq!(up.connections(), 25, "one connection per request");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_request_that_reached_the_upstream_is_never_sent_again() {
+    let up = HangingUpUpstream::start(HangUp::OnTheSecondRequest).await;
+    let gw = gateway(&gateway_toml(&format!("http://{}", up.addr), PUBLIC)).await;
+    let base = format!("http://{}", gw.addr());
+    let c = client();
+    assert_eq!(status_of(c.get(format!("{base}/first"))).await, 200);
+    // Sent on the kept-alive connection, read by the upstream, never answered: lost, not repeated.
+    let r = c
+        .post(format!("{base}/once"))
+        .header("accept", "application/json")
+        .body("exactly once")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 502);
+    assert_eq!(
+        up.received(),
+        vec![
+            "GET /first HTTP/1.1".to_string(),
+            "POST /once HTTP/1.1 exactly once".to_string()
+        ]
+    );
+    assert_eq!(up.connections(), 1);
+    // The broken connection is gone; the next request gets a new one.
+    assert_eq!(status_of(c.get(format!("{base}/after"))).await, 200);
+    assert_eq!(up.connections(), 2);
+    gw.shutdown().await;
+}

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +40,7 @@ type Body = BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>;
 pub struct TestUpstream {
     pub addr: SocketAddr,
     seen: Arc<Mutex<Vec<Seen>>>,
+    connections: Arc<AtomicUsize>,
     pub hold_arrived: Arc<Notify>,
     hold_release: Arc<Notify>,
 }
@@ -64,12 +66,15 @@ impl TestUpstream {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let hold_arrived = Arc::new(Notify::new());
         let hold_release = Arc::new(Notify::new());
+        let connections = Arc::new(AtomicUsize::new(0));
         let (s, a, r) = (seen.clone(), hold_arrived.clone(), hold_release.clone());
+        let accepted = connections.clone();
         tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
+                accepted.fetch_add(1, Ordering::SeqCst);
                 let (s, a, r) = (s.clone(), a.clone(), r.clone());
                 tokio::spawn(async move {
                     let service = service_fn(move |req| {
@@ -86,6 +91,7 @@ impl TestUpstream {
         TestUpstream {
             addr,
             seen,
+            connections,
             hold_arrived,
             hold_release,
         }
@@ -97,6 +103,11 @@ impl TestUpstream {
 
     pub fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
+    }
+
+    /// How many connections the upstream has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 
     pub fn last(&self) -> Seen {

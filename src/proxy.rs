@@ -166,7 +166,9 @@ impl Proxy {
             .collect();
         let protected_filter = protected
             .iter()
-            .fold(0, |mask, h| mask | filter_bit(h.as_str()));
+            .fold(filter_bit(FORWARDED.as_str()), |mask, h| {
+                mask | filter_bit(h.as_str())
+            });
         Proxy {
             connect_timeout,
             timeout,
@@ -185,12 +187,14 @@ impl Proxy {
 
     /// Whether a client-sent header is a protected one, in any case or `_` spelling: identity and
     /// forwarding headers, except the forwarding headers of a trusted proxy.
-    fn is_doomed(&self, name: &HeaderName, trusted: bool) -> bool {
-        if name == FORWARDED {
-            return !trusted;
-        }
-        if self.protected_filter & filter_bit(name.as_str()) == 0 {
+    /// `text` is `name.as_str()`, taken once by the caller.
+    fn is_doomed(&self, name: &HeaderName, text: &str, trusted: bool) -> bool {
+        // Also covers `Forwarded`, whose bit is in the filter too.
+        if self.protected_filter & filter_bit(text) == 0 {
             return false;
+        }
+        if text == "forwarded" {
+            return !trusted;
         }
         if trusted
             && (name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO || name == X_FORWARDED_HOST)
@@ -198,14 +202,14 @@ impl Proxy {
             return false;
         }
         self.protected.contains(name)
-            || (name.as_str().as_bytes().contains(&b'_') && self.is_underscored_protected(name))
+            || (text.as_bytes().contains(&b'_') && self.is_underscored_protected(name))
     }
 
     /// Remove every client-sent copy of the protected headers (see [`Proxy::is_doomed`]).
     fn strip_protected(&self, headers: &mut HeaderMap, trusted: bool) {
         let names: Vec<HeaderName> = headers
             .keys()
-            .filter(|k| self.is_doomed(k, trusted))
+            .filter(|k| self.is_doomed(k, k.as_str(), trusted))
             .cloned()
             .collect();
         for name in names {
@@ -241,14 +245,19 @@ impl Proxy {
         let mut hop = HopByHop::default();
         let (mut host_header, mut hosts, mut cookies, mut doomed) = (None, 0, 0, false);
         for (name, value) in headers.iter() {
-            hop.note(name, value);
+            let text = name.as_str();
+            // Hop-by-hop names are never protected ones (see `is_reserved_header`).
+            if let Some(i) = hop_by_hop_index(text) {
+                hop.note(i, value);
+                continue;
+            }
             if name == header::HOST {
                 hosts += 1;
                 host_header.get_or_insert_with(|| value.clone());
             } else if name == header::COOKIE {
                 cookies += 1;
             } else {
-                doomed = doomed || self.is_doomed(name, trusted);
+                doomed = doomed || self.is_doomed(name, text, trusted);
             }
         }
         // Exactly one `Host` can stay in place; several are replaced by the first.
@@ -553,7 +562,9 @@ async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnU
 pub fn remove_hop_by_hop(headers: &mut HeaderMap) -> Option<HeaderValue> {
     let mut hop = HopByHop::default();
     for (name, value) in headers.iter() {
-        hop.note(name, value);
+        if let Some(i) = hop_by_hop_index(name.as_str()) {
+            hop.note(i, value);
+        }
     }
     hop.remove(headers)
 }
@@ -571,14 +582,12 @@ struct HopByHop {
 }
 
 impl HopByHop {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let Some(i) = hop_by_hop_index(name.as_str()) else {
-            return;
-        };
+    /// Note a field whose name is `HOP_BY_HOP[i]`.
+    fn note(&mut self, i: usize, value: &HeaderValue) {
         self.present |= 1 << i;
-        if name == header::UPGRADE {
+        if i == UPGRADE_INDEX {
             self.upgrade.get_or_insert_with(|| value.clone());
-        } else if name == header::CONNECTION {
+        } else if i == CONNECTION_INDEX {
             let tokens = value.to_str().unwrap_or_default().split(',').map(str::trim);
             for token in tokens {
                 if token.eq_ignore_ascii_case("upgrade") {
@@ -625,17 +634,20 @@ fn filter_bit(name: &str) -> u128 {
     1 << ((name.len().wrapping_mul(7) + usize::from(last)) & 127)
 }
 
+const CONNECTION_INDEX: usize = 0;
+const UPGRADE_INDEX: usize = 6;
+
 /// The position of a (lower-case) header name in [`HOP_BY_HOP`]: a `match`, which compiles to a
 /// length switch and one comparison, rather than nine comparisons.
 fn hop_by_hop_index(name: &str) -> Option<usize> {
     Some(match name {
-        "connection" => 0,
+        "connection" => CONNECTION_INDEX,
         "proxy-connection" => 1,
         "keep-alive" => 2,
         "te" => 3,
         "trailer" => 4,
         "transfer-encoding" => 5,
-        "upgrade" => 6,
+        "upgrade" => UPGRADE_INDEX,
         "proxy-authorization" => 7,
         "proxy-authenticate" => 8,
         _ => return None,

@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::oidc::{AuthCode, ExchangeError, Nonce, PkceVerifier};
-use crate::session::{LoginState, Session};
+use crate::session::{Claims, LoginState, Session, SessionError};
 use crate::{App, Authenticated, Body};
 
 /// Seconds since the Unix epoch.
@@ -199,7 +199,7 @@ pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, 
 
     let lifetime = app.config.session.lifetime.as_secs();
     let session = Session {
-        claims: session_claims(claims),
+        claims: Claims::new(&session_claims(claims)).map_err(cannot_store)?,
         id_token: keep_id_token(app, id_token.secret()).then(|| id_token.secret().to_string()),
         access_token: app
             .config
@@ -213,16 +213,18 @@ pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, 
     let mut cookies = app
         .cookies
         .write(&session, req.headers(), now)
-        .map_err(|e| {
-            GatewayError::new(
-                ErrorKind::ProviderError,
-                format!("cannot store the session: {e}"),
-            )
-            .with_public("The identity returned by the provider is too large to keep in a session.")
-        })?;
+        .map_err(cannot_store)?;
     cookies.push(clear_login);
     tracing::info!(sub = session.sub().unwrap_or("?"), "login succeeded");
     redirect(safe_return_target(&login.return_to), cookies)
+}
+
+fn cannot_store(e: SessionError) -> GatewayError {
+    GatewayError::new(
+        ErrorKind::ProviderError,
+        format!("cannot store the session: {e}"),
+    )
+    .with_public("The identity returned by the provider cannot be kept in a session (too large or too deeply nested).")
 }
 
 /// Largest id_token kept only as a logout hint; a larger one would multiply the cookie's size.
@@ -317,7 +319,7 @@ pub fn userinfo(auth: Option<&Authenticated>) -> Result<Response<Body>, GatewayE
     let auth = auth.ok_or_else(|| {
         GatewayError::new(ErrorKind::Unauthenticated, "userinfo without a session")
     })?;
-    let body = serde_json::Value::Object(auth.session.claims.clone()).to_string();
+    let body = serde_json::Value::Object(auth.session.claims.to_map()).to_string();
     Ok(text_response(StatusCode::OK, "application/json", body))
 }
 

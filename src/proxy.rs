@@ -25,6 +25,7 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::session::{Claim, Claims};
 use crate::Body;
 
 mod pool;
@@ -472,25 +473,24 @@ impl Drop for UpstreamBody {
 /// printed, arrays joined with ","; a claim that is missing, an object, or not a valid header value (a
 /// CR, LF or other control character) is left out, the last with a log line, never spliced.
 pub fn identity_headers(
-    claims: &serde_json::Map<String, serde_json::Value>,
+    claims: &Claims,
     mapping: &[(HeaderName, String)],
 ) -> Vec<(HeaderName, HeaderValue)> {
-    use serde_json::Value;
-    fn scalar(v: &Value, out: &mut String) -> bool {
+    fn scalar(v: &Claim<'_>, out: &mut String) -> bool {
         match v {
-            Value::String(s) => out.push_str(s),
-            Value::Number(n) => out.push_str(&n.to_string()),
-            Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+            Claim::String(s) => out.push_str(s),
+            Claim::Number(n) => out.push_str(&n.to_string()),
+            Claim::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             _ => return false,
         }
         true
     }
     let mut headers = Vec::with_capacity(mapping.len());
     for (name, claim) in mapping {
-        let Some(value) = lookup_claim(claims, claim) else {
+        let Some(value) = claims.lookup(claim) else {
             continue;
         };
-        if let Value::String(s) = value {
+        if let Claim::String(s) = value {
             // The common case, without an intermediate copy.
             match HeaderValue::from_bytes(s.as_bytes()) {
                 Ok(v) => headers.push((name.clone(), v)),
@@ -502,13 +502,13 @@ pub fn identity_headers(
         }
         let mut text = String::new();
         let ok = match value {
-            Value::Array(items) => items.iter().enumerate().all(|(i, item)| {
+            Claim::Array(items) => items.enumerate().all(|(i, item)| {
                 if i > 0 {
                     text.push(',');
                 }
-                scalar(item, &mut text)
+                scalar(&item, &mut text)
             }),
-            other => scalar(other, &mut text),
+            other => scalar(&other, &mut text),
         };
         if !ok {
             tracing::warn!(header = %name, claim = %claim, "claim is not a string, number, boolean or array of them; header not sent");
@@ -522,23 +522,6 @@ pub fn identity_headers(
         }
     }
     headers
-}
-
-/// A claim by name, or by a dotted path into nested objects (`realm_access.roles`) when no claim has the
-/// whole name.
-pub fn lookup_claim<'a>(
-    claims: &'a serde_json::Map<String, serde_json::Value>,
-    name: &str,
-) -> Option<&'a serde_json::Value> {
-    if let Some(v) = claims.get(name) {
-        return Some(v);
-    }
-    let mut parts = name.split('.');
-    let mut current = claims.get(parts.next()?)?;
-    for part in parts {
-        current = current.as_object()?.get(part)?;
-    }
-    Some(current)
 }
 
 /// Copy bytes both ways between the two upgraded connections until either side closes.
@@ -834,10 +817,10 @@ mod tests {
             "obj": {"roles": ["r1"]},
             "name": "Jos\u{e9}",
         });
-        let claims = claims.as_object().unwrap();
+        let claims = Claims::new(claims.as_object().unwrap()).unwrap();
         let map = |h: &'static str, c: &str| (HeaderName::from_static(h), c.to_string());
         let got = identity_headers(
-            claims,
+            &claims,
             &[
                 map("x-user", "sub"),
                 map("x-groups", "groups"),

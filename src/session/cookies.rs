@@ -493,6 +493,7 @@ impl<'h> Located<'h> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::Claims;
     use http::header::{COOKIE, SET_COOKIE};
     use proptest::prelude::*;
 
@@ -521,7 +522,7 @@ mod tests {
             .collect();
         claims.insert("groups".into(), groups.into());
         Session {
-            claims,
+            claims: Claims::new(&claims).unwrap(),
             id_token: Some("eyJhbGciOiJSUzI1NiJ9.".repeat(20)),
             access_token: Some("opaque-access-token".into()),
             refresh_token: None,
@@ -685,8 +686,10 @@ mod tests {
             let n = stored(&codec, &smaller).names().len();
             n >= chunks
         } {
-            let groups = smaller.claims["groups"].as_array_mut().unwrap();
+            let mut claims = smaller.claims.to_map();
+            let groups = claims["groups"].as_array_mut().unwrap();
             groups.truncate(groups.len() - 20);
+            smaller.claims = Claims::new(&claims).unwrap();
         }
         jar.apply(&codec.write(&smaller, &jar.headers(), NOW).unwrap());
         assert_eq!(jar.names().len(), chunks - 1, "{:?}", jar.names());
@@ -777,7 +780,16 @@ mod tests {
     fn json_session_payloads_are_refused() {
         let codec = codec();
         let s = session(3);
-        let json = serde_json::to_vec(&s).unwrap();
+        // The shape earlier releases sealed.
+        let json = serde_json::to_vec(&serde_json::json!({
+            "claims": s.claims.to_map(),
+            "id_token": s.id_token,
+            "access_token": s.access_token,
+            "refresh_token": s.refresh_token,
+            "created_at": s.created_at,
+            "expires_at": s.expires_at,
+        }))
+        .unwrap();
         assert_eq!(json.first(), Some(&b'{'));
         assert_eq!(codec.read(&sealed_session(&codec, &json), NOW), None);
         assert_eq!(
@@ -794,7 +806,9 @@ mod tests {
         // Three consecutive plaintext lengths give every remainder of the sealed length mod 3.
         for pad in 0..3 {
             let mut s = session(1);
-            s.claims.insert("pad".into(), "x".repeat(pad).into());
+            let mut claims = s.claims.to_map();
+            claims.insert("pad".into(), "x".repeat(pad).into());
+            s.claims = Claims::new(&claims).unwrap();
             let value = stored(&codec, &s).0.remove(0).1;
             let read = |value: &str| codec.read(&cookie_header(&[("_portcullis", value)]), NOW);
             assert_eq!(read(&value), Some(s.clone()));
@@ -1083,7 +1097,7 @@ mod tests {
             1..u64::MAX - NOW,
         )
             .prop_map(|(claims, (id, access, refresh), created_at, ttl)| Session {
-                claims: claims.into_iter().collect(),
+                claims: Claims::new(&claims.into_iter().collect()).unwrap(),
                 id_token: id,
                 access_token: access,
                 refresh_token: refresh,
@@ -1123,6 +1137,21 @@ mod tests {
             let codec = codec();
             let jar = stored(&codec, &session);
             prop_assert_eq!(codec.read(&jar.headers(), NOW), Some(session));
+        }
+
+        #[test]
+        fn opened_claims_read_back_as_the_json_they_came_from(
+            claims in prop::collection::btree_map(".{1,12}", arb_claim(), 0..6),
+        ) {
+            let map: serde_json::Map<String, serde_json::Value> = claims.into_iter().collect();
+            let mut session = session(0);
+            session.claims = Claims::new(&map).unwrap();
+            let codec = codec();
+            let opened = codec.read(&stored(&codec, &session).headers(), NOW).unwrap();
+            prop_assert_eq!(&opened.claims.to_map(), &map);
+            for (name, value) in &map {
+                prop_assert_eq!(opened.claims.get(name).map(|c| c.to_value()), Some(value.clone()));
+            }
         }
     }
 

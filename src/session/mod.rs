@@ -1,7 +1,8 @@
 //! Sessions: who is signed in, and the cookies that carry it.
 //!
 //! Owns the [`Session`] and [`LoginState`] types and their cookie codec, [`SessionCookies`]:
-//! AEAD-sealed values (`seal`) holding a compact binary session layout (`payload`), split over
+//! AEAD-sealed values (`seal`) holding a compact binary session layout (`payload`, with the claims
+//! kept in their stored form by `claims`), split over
 //! numbered cookies when large (`cookies`), found in the `Cookie` header by an allocation-free
 //! parser (`header`). It does no I/O and never sees a socket, so the whole codec is tested as pure
 //! functions over `http::HeaderMap`.
@@ -11,6 +12,7 @@
 //! attacker can send and the answer is always the same (start a login).
 
 pub mod cache;
+mod claims;
 mod cookies;
 mod header;
 mod payload;
@@ -21,13 +23,14 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use cache::SessionCache;
+pub use claims::{Claim, Claims, Entries, Items};
 pub use cookies::{SessionCookies, CHUNK_LEN, LOGIN_TTL, MAX_CHUNKS, MAX_LOGIN_STATES};
 
 /// The signed-in user's identity as kept in the session store.
-#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct Session {
     /// Identity claims (`sub`, `email`, `groups`, ...).
-    pub claims: serde_json::Map<String, serde_json::Value>,
+    pub claims: Claims,
     pub id_token: Option<String>,
     pub access_token: Option<String>,
     pub refresh_token: Option<String>,
@@ -40,7 +43,7 @@ pub struct Session {
 impl Session {
     /// The `sub` claim, when it is a string.
     pub fn sub(&self) -> Option<&str> {
-        self.claims.get("sub").and_then(serde_json::Value::as_str)
+        self.claims.get("sub").and_then(|sub| sub.as_str())
     }
 }
 
@@ -137,7 +140,7 @@ mod tests {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), "alice".into());
         let session = Session {
-            claims,
+            claims: Claims::new(&claims).unwrap(),
             id_token: Some("ID-SECRET".into()),
             access_token: Some("ACCESS-SECRET".into()),
             refresh_token: Some("REFRESH-SECRET".into()),
@@ -175,7 +178,7 @@ mod tests {
         let mut claims = serde_json::Map::new();
         claims.insert("sub".into(), 42.into());
         let session = Session {
-            claims,
+            claims: Claims::new(&claims).unwrap(),
             id_token: None,
             access_token: None,
             refresh_token: None,

@@ -4,7 +4,7 @@
 //! layout is binary so that the read done on every request of a signed-in user stays cheap: the
 //! expiry is checked before anything else is looked at, every string (tokens, claim names and
 //! values) sits in one text section that is checked for UTF-8 once, and the rest is a short
-//! structure that says how to cut the text and build the claims.
+//! structure that says how to cut the text into the tokens and the claims.
 //!
 //! | bytes | field |
 //! | --- | --- |
@@ -16,55 +16,27 @@
 //! | n | text: all strings, one after another, in the order the structure names them |
 //! | rest | structure: each present token's length, in bit order; then the claims' entries |
 //!
-//! The structure uses LEB128 lengths (at most 5 bytes, up to `u32::MAX`) and these claim values,
-//! a tag byte first:
-//!
-//! | tag | value | followed by |
-//! | --- | --- | --- |
-//! | 0, 1, 2 | `null`, `false`, `true` | nothing |
-//! | 3 | number, non-negative integer | `u64`, little-endian |
-//! | 4 | number, negative integer | `i64`, little-endian |
-//! | 5 | number, finite float | `f64`, little-endian |
-//! | 6 | string | its length (the bytes come from the text) |
-//! | 7 | array | item count, then the items |
-//! | 8 | object | entry count, then each entry: the name's length, then the value |
-//!
-//! The claims themselves are entries without a tag: their count, then the entries. Containers nest
-//! at most [`MAX_DEPTH`] deep, the claims object included, as deep as `serde_json` parses.
+//! Lengths are LEB128; the claims' part of both sections is laid out as `claims` says.
 //!
 //! Decoding never trusts a length or a count: every read is checked against what is left, and a
-//! plaintext that is short, has bytes left over, unknown flag bits or tags, a string cut inside a
-//! character, a duplicate name or a non-finite float decodes to no session.
+//! plaintext that is short, has bytes left over, unknown flag bits or malformed claims (see
+//! `claims`) decodes to no session.
 
-use serde_json::{Map, Number, Value};
-
-use super::{Session, SessionError, CHUNK_LEN, MAX_CHUNKS};
+use super::claims::{too_large, Claims, Reader, Writer};
+use super::{Session, SessionError};
 
 /// First byte of every session plaintext; a later layout takes another value.
 pub(super) const FORMAT: u8 = 1;
-/// Deepest nesting of claim containers, counting the claims object: as deep as `serde_json` parses,
-/// so any claims that came from a provider's JSON can be stored.
-const MAX_DEPTH: usize = 127;
 /// Bytes before the text: format, two times, token flags, text length.
 const HEADER_LEN: usize = 1 + 8 + 8 + 1 + 4;
 /// The flag bits of the three tokens.
 const TOKEN_BITS: u8 = 0b111;
-const TOO_DEEP: SessionError = SessionError::Claims("containers nested more than 127 deep");
 
-const NULL: u8 = 0;
-const FALSE: u8 = 1;
-const TRUE: u8 = 2;
-const UINT: u8 = 3;
-const NEG_INT: u8 = 4;
-const FLOAT: u8 = 5;
-const STRING: u8 = 6;
-const ARRAY: u8 = 7;
-const OBJECT: u8 = 8;
-
-/// Bytes [`encode`] is likely to need: exact for the tokens, estimated for the claims.
+/// Bytes [`encode`] needs.
 pub(super) fn size_hint(session: &Session) -> usize {
     let tokens: usize = tokens(session).iter().flatten().map(|t| 5 + t.len()).sum();
-    HEADER_LEN + tokens + 512
+    let (text, code) = session.claims.sections();
+    HEADER_LEN + tokens + text.len() + code.len()
 }
 
 /// Append the plaintext of `session` to `buf`.
@@ -75,22 +47,22 @@ pub(super) fn encode(session: &Session, buf: &mut Vec<u8>) -> Result<(), Session
         .enumerate()
         .filter(|(_, t)| t.is_some())
         .fold(0u8, |bits, (i, _)| bits | 1 << i);
-    let mut out = Writer {
-        text: Vec::with_capacity(size_hint(session)),
-        code: Vec::with_capacity(64),
-    };
+    let mut out = Writer::default();
     for token in tokens.into_iter().flatten() {
         out.string(token)?;
     }
-    out.entries(&session.claims, MAX_DEPTH)?;
-    let text_len = u32::try_from(out.text.len()).map_err(|_| too_large(out.text.len()))?;
+    let (claims_text, claims_code) = session.claims.sections();
+    let text_len = out.text.len() + claims_text.len();
+    let text_len = u32::try_from(text_len).map_err(|_| too_large(text_len))?;
     buf.push(FORMAT);
     buf.extend_from_slice(&session.expires_at.to_le_bytes());
     buf.extend_from_slice(&session.created_at.to_le_bytes());
     buf.push(present);
     buf.extend_from_slice(&text_len.to_le_bytes());
-    buf.extend_from_slice(&out.text);
+    buf.extend_from_slice(out.text.as_bytes());
+    buf.extend_from_slice(claims_text.as_bytes());
     buf.extend_from_slice(&out.code);
+    buf.extend_from_slice(claims_code);
     Ok(())
 }
 
@@ -124,10 +96,7 @@ pub(super) fn decode(plain: &[u8], now: u64) -> Option<Session> {
     let id_token = token(1)?;
     let access_token = token(2)?;
     let refresh_token = token(4)?;
-    let claims = input.entries(MAX_DEPTH)?;
-    if !input.text.is_empty() || !input.code.is_empty() {
-        return None;
-    }
+    let claims = Claims::read(input)?;
     Some(Session {
         claims,
         id_token,
@@ -146,178 +115,17 @@ fn tokens(session: &Session) -> [Option<&String>; 3] {
     ]
 }
 
-fn too_large(needed: usize) -> SessionError {
-    SessionError::TooLarge {
-        needed,
-        max: MAX_CHUNKS * CHUNK_LEN,
-    }
-}
-
-/// The two sections being written: strings into `text`, everything else into `code`.
-struct Writer {
-    text: Vec<u8>,
-    code: Vec<u8>,
-}
-
-impl Writer {
-    fn len(&mut self, len: usize) -> Result<(), SessionError> {
-        let mut n = u32::try_from(len).map_err(|_| too_large(len))?;
-        while n >= 0x80 {
-            // The low seven bits, with the continuation bit set.
-            self.code.push((n & 0x7f) as u8 | 0x80);
-            n >>= 7;
-        }
-        self.code.push(n as u8);
-        Ok(())
-    }
-
-    fn string(&mut self, s: &str) -> Result<(), SessionError> {
-        self.len(s.len())?;
-        self.text.extend_from_slice(s.as_bytes());
-        Ok(())
-    }
-
-    /// An object's entries; `depth` counts the containers still allowed, this one included.
-    fn entries(&mut self, map: &Map<String, Value>, depth: usize) -> Result<(), SessionError> {
-        let inner = depth.checked_sub(1).ok_or(TOO_DEEP)?;
-        self.len(map.len())?;
-        for (name, value) in map {
-            self.string(name)?;
-            self.value(value, inner)?;
-        }
-        Ok(())
-    }
-
-    fn value(&mut self, value: &Value, depth: usize) -> Result<(), SessionError> {
-        match value {
-            Value::Null => self.code.push(NULL),
-            Value::Bool(false) => self.code.push(FALSE),
-            Value::Bool(true) => self.code.push(TRUE),
-            Value::Number(n) => {
-                let (tag, bytes) = match (n.as_u64(), n.as_i64(), n.as_f64()) {
-                    (Some(u), _, _) => (UINT, u.to_le_bytes()),
-                    (None, Some(i), _) => (NEG_INT, i.to_le_bytes()),
-                    (None, None, Some(f)) => (FLOAT, f.to_le_bytes()),
-                    (None, None, None) => {
-                        return Err(SessionError::Claims("a number out of range"))
-                    }
-                };
-                self.code.push(tag);
-                self.code.extend_from_slice(&bytes);
-            }
-            Value::String(s) => {
-                self.code.push(STRING);
-                self.string(s)?;
-            }
-            Value::Array(items) => {
-                let inner = depth.checked_sub(1).ok_or(TOO_DEEP)?;
-                self.code.push(ARRAY);
-                self.len(items.len())?;
-                for item in items {
-                    self.value(item, inner)?;
-                }
-            }
-            Value::Object(map) => {
-                self.code.push(OBJECT);
-                self.entries(map, depth)?;
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The two sections being read, each consumed from the front.
-struct Reader<'a> {
-    text: &'a str,
-    code: &'a [u8],
-}
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        let (&b, rest) = self.code.split_first()?;
-        self.code = rest;
-        Some(b)
-    }
-
-    fn eight(&mut self) -> Option<[u8; 8]> {
-        let (bytes, rest) = self.code.split_first_chunk()?;
-        self.code = rest;
-        Some(*bytes)
-    }
-
-    /// A LEB128 length: at most five bytes, at most `u32::MAX`.
-    fn len(&mut self) -> Option<usize> {
-        let mut n: u64 = 0;
-        for shift in [0, 7, 14, 21, 28] {
-            let b = self.byte()?;
-            n |= u64::from(b & 0x7f) << shift;
-            if b & 0x80 == 0 {
-                return usize::try_from(u32::try_from(n).ok()?).ok();
-            }
-        }
-        None
-    }
-
-    /// The next string of the text; `None` when it would end past the text or inside a character.
-    fn string(&mut self) -> Option<&'a str> {
-        let len = self.len()?;
-        let s = self.text.get(..len)?;
-        self.text = self.text.get(len..)?;
-        Some(s)
-    }
-
-    fn entries(&mut self, depth: usize) -> Option<Map<String, Value>> {
-        let inner = depth.checked_sub(1)?;
-        let count = self.len()?;
-        let mut map = Map::new();
-        for _ in 0..count {
-            let name = self.string()?.to_owned();
-            let value = self.value(inner)?;
-            if map.insert(name, value).is_some() {
-                return None;
-            }
-        }
-        Some(map)
-    }
-
-    fn value(&mut self, depth: usize) -> Option<Value> {
-        Some(match self.byte()? {
-            NULL => Value::Null,
-            FALSE => Value::Bool(false),
-            TRUE => Value::Bool(true),
-            UINT => Value::from(u64::from_le_bytes(self.eight()?)),
-            NEG_INT => {
-                let n = i64::from_le_bytes(self.eight()?);
-                if n >= 0 {
-                    return None;
-                }
-                Value::from(n)
-            }
-            FLOAT => Value::Number(Number::from_f64(f64::from_le_bytes(self.eight()?))?),
-            STRING => Value::String(self.string()?.to_owned()),
-            ARRAY => {
-                let inner = depth.checked_sub(1)?;
-                let count = self.len()?;
-                // Every item takes at least a byte, so the count cannot outgrow the input.
-                let mut items = Vec::with_capacity(count.min(self.code.len()));
-                for _ in 0..count {
-                    items.push(self.value(inner)?);
-                }
-                Value::Array(items)
-            }
-            OBJECT => Value::Object(self.entries(depth)?),
-            _ => return None,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::claims::{
+        ARRAY, FALSE, FLOAT, MAX_DEPTH, NEG_INT, NULL, OBJECT, STRING, TRUE, UINT,
+    };
+    use serde_json::Value;
 
     fn session(claims: Value) -> Session {
         Session {
-            claims: claims.as_object().cloned().unwrap(),
+            claims: Claims::new(claims.as_object().unwrap()).unwrap(),
             id_token: Some("id".into()),
             access_token: None,
             refresh_token: Some("r".into()),
@@ -409,18 +217,17 @@ mod tests {
                     serde_json::json!({ "n": value })
                 };
             }
-            session(serde_json::json!({ "v": value }))
+            serde_json::json!({ "v": value })
         };
         // The claims object is one level; serde_json parses exactly as deep.
         let deepest = nest(MAX_DEPTH - 1);
-        let json = serde_json::to_string(&deepest.claims).unwrap();
-        assert!(serde_json::from_str::<Value>(&json).is_ok());
+        assert!(serde_json::from_str::<Value>(&deepest.to_string()).is_ok());
+        let deepest = session(deepest);
         assert_eq!(decode(&encoded(&deepest), 0), Some(deepest));
         let too_deep = nest(MAX_DEPTH);
-        let json = serde_json::to_string(&too_deep.claims).unwrap();
-        assert!(serde_json::from_str::<Value>(&json).is_err());
+        assert!(serde_json::from_str::<Value>(&too_deep.to_string()).is_err());
         assert!(matches!(
-            encode(&too_deep, &mut Vec::new()),
+            Claims::new(too_deep.as_object().unwrap()),
             Err(SessionError::Claims(_))
         ));
         // One entry "v" holding nested arrays around a null.

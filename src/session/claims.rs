@@ -219,8 +219,15 @@ pub struct Entries<'a> {
 
 impl<'a> Entries<'a> {
     /// The value of the entry called `name`.
-    pub fn get(self, name: &str) -> Option<Claim<'a>> {
-        self.into_iter().find(|(n, _)| *n == name).map(|(_, c)| c)
+    pub fn get(mut self, name: &str) -> Option<Claim<'a>> {
+        while let Some(left) = self.left.checked_sub(1) {
+            self.left = left;
+            if self.reader.string()? == name {
+                return self.reader.claim(self.depth);
+            }
+            self.reader.skip(self.depth)?;
+        }
+        None
     }
 }
 
@@ -416,6 +423,35 @@ impl<'a> Reader<'a> {
         Some(())
     }
 
+    /// Move past one value of claims already checked by [`Claims::read`] (or written by
+    /// [`Claims::new`]): the same walk as [`Reader::value`] without its checks.
+    fn skip(&mut self, depth: usize) -> Option<()> {
+        match self.byte()? {
+            NULL | FALSE | TRUE => {}
+            UINT | NEG_INT | FLOAT => {
+                self.eight()?;
+            }
+            STRING => {
+                self.string()?;
+            }
+            ARRAY => {
+                let inner = depth.checked_sub(1)?;
+                for _ in 0..self.len()? {
+                    self.skip(inner)?;
+                }
+            }
+            OBJECT => {
+                let inner = depth.checked_sub(1)?;
+                for _ in 0..self.len()? {
+                    self.string()?;
+                    self.skip(inner)?;
+                }
+            }
+            _ => return None,
+        }
+        Some(())
+    }
+
     /// The next value, moving past it (a container's contents included).
     fn claim(&mut self, depth: usize) -> Option<Claim<'a>> {
         let start = *self;
@@ -435,7 +471,7 @@ impl<'a> Reader<'a> {
                 let left = contents.len()?;
                 let inner = depth.checked_sub(1)?;
                 *self = start;
-                self.value(depth)?;
+                self.skip(depth)?;
                 if tag == ARRAY {
                     Claim::Array(Items {
                         reader: contents,

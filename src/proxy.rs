@@ -572,6 +572,11 @@ impl HopByHop {
         if i == UPGRADE_INDEX {
             self.upgrade.get_or_insert_with(|| value.clone());
         } else if i == CONNECTION_INDEX {
+            let bytes = value.as_bytes();
+            // The usual values name nothing beyond the fixed list: no need to split them.
+            if bytes.eq_ignore_ascii_case(b"keep-alive") || bytes.eq_ignore_ascii_case(b"close") {
+                return;
+            }
             let tokens = value.to_str().unwrap_or_default().split(',').map(str::trim);
             for token in tokens {
                 if token.eq_ignore_ascii_case("upgrade") {

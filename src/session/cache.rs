@@ -4,13 +4,13 @@
 //! Keyed by the exact cookie bytes the browser sent (a session value is an AEAD ciphertext, so equal
 //! bytes mean the same, already authenticated session). The lookup hashes only the value's length and
 //! its last bytes, which hold the GCM tag and so differ between any two cookies; a hit then compares the
-//! whole value in constant time. The map's hasher is randomly keyed per process, so a client cannot aim
+//! whole value in constant time. That hash is randomly keyed per process, so a client cannot aim
 //! at another user's entry. Expiry is checked on every hit, exactly as on a fresh decode. The cache is
 //! split into shards behind their own small locks, so no lock is shared by all requests, and each shard
 //! is bounded.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex};
 
 /// Entries per shard; the cache holds at most `SHARDS * SHARD_CAPACITY` sessions.
@@ -27,7 +27,29 @@ struct Entry<T> {
     value: Arc<T>,
 }
 
-type Shard<T> = Mutex<HashMap<u64, Entry<T>>>;
+type Shard<T> = Mutex<HashMap<u64, Entry<T>, BuildHasherDefault<KeyHasher>>>;
+
+/// The maps' keys are already keyed hashes (see [`SessionCache::key`]), so they are used as they are
+/// rather than hashed a second time.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `u64` keys are hashed; this keeps any other use well defined.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
 
 pub struct SessionCache<T> {
     hasher: std::collections::hash_map::RandomState,
@@ -38,7 +60,7 @@ impl<T> Default for SessionCache<T> {
     fn default() -> Self {
         SessionCache {
             hasher: std::collections::hash_map::RandomState::new(),
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
         }
     }
 }
@@ -56,8 +78,9 @@ impl<T> SessionCache<T> {
     }
 
     fn shard(&self, key: u64) -> &Shard<T> {
-        // The low bits pick the bucket inside the map; use high bits for the shard.
-        &self.shards[(key >> 58) as usize % SHARDS]
+        // The map takes its bucket from the low bits and its control byte from the top seven: the
+        // shard comes from bits in between.
+        &self.shards[(key >> 32) as usize % SHARDS]
     }
 
     /// The cached value for exactly these bytes, if it has not expired.
@@ -81,7 +104,8 @@ impl<T> SessionCache<T> {
         let raw: Box<[u8]> = parts.concat().into_boxed_slice();
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&key) {
-            // Bounded: drop an arbitrary entry (the map's order is randomised per process).
+            // Bounded: drop an arbitrary entry (the map's order follows the keys, which are keyed
+            // hashes, random per process).
             if let Some(victim) = shard.keys().next().copied() {
                 shard.remove(&victim);
             }

@@ -55,10 +55,14 @@ writeFileSync(
   { mode: 0o600 },
 );
 const clientJwk = { ...client.publicKey.export({ format: 'jwk' }), kid: options.keyId, use: 'sig', alg: 'ES256' };
+// Progress on stderr, so that a start that hangs shows how far it got.
+const progress = (step) => process.stderr.write(`oidc-provider.mjs: ${step}\n`);
+progress('client key written');
 
 // The provider's own signing key, fresh per run (instead of the library's built-in development key).
 const signing = generateKeyPairSync('rsa', { modulusLength: 2048 });
 const signingJwk = { ...signing.privateKey.export({ format: 'jwk' }), kid: 'op-rs256', use: 'sig', alg: 'RS256' };
+progress('signing key generated');
 
 // Web clients with http:// loopback redirect URIs need no relaxation: oidc-provider 9 refuses
 // http and localhost redirect URIs only for clients using the implicit flow.
@@ -86,6 +90,7 @@ await new Promise((resolve, reject) => {
   server.listen(options.port ?? 0, '127.0.0.1', resolve);
 });
 const issuer = `http://127.0.0.1:${server.address().port}`;
+progress(`listening at ${issuer}`);
 
 const provider = new Provider(issuer, {
   clients,

@@ -723,6 +723,19 @@ mod tests {
     }
 
     #[test]
+    fn a_connection_of_only_keep_alive_or_close_is_removed_too() {
+        for value in ["keep-alive", "Keep-Alive", "close", "CLOSE"] {
+            let mut h = HeaderMap::new();
+            h.insert(header::CONNECTION, HeaderValue::from_static(value));
+            h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+            h.insert("x-kept", HeaderValue::from_static("1"));
+            assert_eq!(remove_hop_by_hop(&mut h), None, "{value}");
+            assert_eq!(h.len(), 1, "{value}: {h:?}");
+            assert!(h.contains_key("x-kept"), "{value}");
+        }
+    }
+
+    #[test]
     fn hop_by_hop_names_are_found_by_position() {
         for (i, name) in HOP_BY_HOP.iter().enumerate() {
             assert_eq!(hop_by_hop_index(name.as_str()), Some(i), "{name}");

@@ -32,7 +32,7 @@ const HEADER_LEN: usize = 1 + 8 + 8 + 1 + 4;
 /// The flag bits of the three tokens.
 const TOKEN_BITS: u8 = 0b111;
 
-/// Bytes [`encode`] needs.
+/// Bytes [`encode`] needs at most (the token lengths are counted at their longest).
 pub(super) fn size_hint(session: &Session) -> usize {
     let tokens: usize = tokens(session).iter().flatten().map(|t| 5 + t.len()).sum();
     let (text, code) = session.claims.sections();

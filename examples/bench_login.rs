@@ -15,9 +15,7 @@
 
 use std::time::{Duration, Instant};
 
-use portcullis::demo::provider::{
-    DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile,
-};
+use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -154,7 +152,7 @@ async fn login(client: &reqwest::Client, protected: &str) -> Result<String, Erro
         .form(&[
             ("request_id", unescape(request_id).as_str()),
             ("username", "alice"),
-            ("password", portcullis::demo::provider::DEMO_PASSWORD),
+            ("password", devidp::DEMO_PASSWORD),
         ])
         .send()
         .await?;

@@ -25,11 +25,22 @@ fi
 
 echo "== formatting and lints"
 cargo fmt --all -- --check
-cargo clippy --all-targets --locked -- -D warnings
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== the shipped binary"
+# The development provider's misbehaviour switches exist only where tests turn them on: in a build of
+# the gateway that is not a test (normal and build dependencies only), the feature must be off.
+shipped=$(cargo tree --locked -p portcullis -e normal,build,features --prefix none)
+if grep -q 'devidp feature "misbehavior"' <<<"$shipped"; then
+  echo "the shipped binary would carry the development provider's misbehaviour switches" >&2
+  exit 1
+fi
+grep -q '^devidp v' <<<"$shipped" || { echo "cargo tree did not list devidp: the check above proves nothing" >&2; exit 1; }
+echo "devidp without the misbehavior feature"
 
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --locked --no-fail-fast
+  cargo nextest run --workspace --locked --no-fail-fast
 else
-  cargo test --locked --no-fail-fast
+  cargo test --workspace --locked --no-fail-fast
 fi

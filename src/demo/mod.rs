@@ -1,12 +1,12 @@
 //! `portcullis demo`: a self-contained demonstration on loopback, and the servers the tests use.
 //!
-//! - [`provider`]: the development OpenID provider (not for production), also used by the tests;
+//! - the development OpenID provider (not for production), the `devidp` crate of this workspace, also
+//!   used by the tests (which alone turn on its misbehaviour switches);
 //! - [`app`]: a small upstream application that shows the request headers it received;
 //! - the gateway in front of it, configured from the committed `gateway.toml` (embedded in the binary,
 //!   so the demo needs no file and the file stays the reference of what the demo runs).
 
 pub mod app;
-pub mod provider;
 
 use std::collections::BTreeMap;
 
@@ -14,7 +14,7 @@ use anyhow::Context as _;
 use secrecy::ExposeSecret as _;
 
 use crate::config::Config;
-use provider::{
+use devidp::{
     DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, DEMO_PASSWORD, DEMO_USERS,
 };
 

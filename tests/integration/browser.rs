@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use portcullis::demo::provider::{
+use devidp::{
     generate_client_keypair, DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile,
 };
 use reqwest::cookie::{CookieStore, Jar};

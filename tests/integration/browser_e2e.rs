@@ -7,9 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use portcullis::demo::provider::{
-    DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, DEMO_PASSWORD,
-};
+use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, DEMO_PASSWORD};
 use tokio::net::TcpListener;
 
 use crate::browser::{logs, wait_ready, AWKWARD_SECRET, CLIENT_ID};

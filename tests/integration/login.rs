@@ -3,12 +3,12 @@
 
 use std::time::Duration;
 
-use portcullis::demo::provider::{Misbehavior, Profile, DEMO_USERS};
+use devidp::{Misbehavior, Profile, DEMO_USERS};
 
 use crate::browser::*;
 use crate::support::*;
 
-fn user(name: &str) -> &'static portcullis::demo::provider::DemoUser {
+fn user(name: &str) -> &'static devidp::DemoUser {
     DEMO_USERS.iter().find(|u| u.username == name).unwrap()
 }
 
@@ -609,12 +609,12 @@ async fn provider_down_keeps_sessions_refuses_logins_and_recovers() {
 
     // The provider comes back on the same address; logins work again.
     let listener = tokio::net::TcpListener::bind(provider_addr).await.unwrap();
-    let dev = portcullis::demo::provider::DevProvider::start(
+    let dev = devidp::DevProvider::start(
         listener,
-        portcullis::demo::provider::DevProviderOptions {
-            clients: vec![portcullis::demo::provider::DevClient {
+        devidp::DevProviderOptions {
+            clients: vec![devidp::DevClient {
                 client_id: CLIENT_ID.into(),
-                auth: portcullis::demo::provider::DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+                auth: devidp::DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
                 redirect_uris: vec![format!("{base}/oauth2/callback")],
             }],
             profile: Profile::Standard,

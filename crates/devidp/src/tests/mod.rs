@@ -3,6 +3,7 @@
 //! This file holds the client; `flow`, `refusals` and `misbehavior` hold the tests.
 
 mod flow;
+#[cfg(feature = "misbehavior")]
 mod misbehavior;
 mod refusals;
 

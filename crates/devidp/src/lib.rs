@@ -6,8 +6,9 @@
 //! It is strict where real providers are strict (exact redirect_uri match, single-use codes,
 //! PKCE S256, client authentication exactly by the registered method, RFC 6749 section 2.3.1
 //! encoding of Basic credentials), so a gateway that passes against it has proven something.
-//! [`Misbehavior`] switches make it fail in exactly one way at a time, so the gateway's negative
-//! tests run its real code paths against real HTTP.
+//! With the `misbehavior` feature (tests only), `Misbehavior` switches make it fail in exactly one
+//! way at a time, so the gateway's negative tests run its real code paths against real HTTP; without
+//! it (the `portcullis demo` of the shipped binary) there is no code path that mints a bad token.
 //!
 //! Layout: this file owns the public API and the accept loop; `state` the configuration and
 //! shared maps; `handlers` the browser-facing endpoints; `token` the token endpoint, client
@@ -28,6 +29,8 @@
 mod form;
 mod handlers;
 mod keys;
+#[cfg(feature = "misbehavior")]
+mod misbehavior;
 mod pages;
 mod state;
 mod store;
@@ -49,6 +52,8 @@ use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
 pub use keys::generate_client_keypair;
+#[cfg(feature = "misbehavior")]
+pub use misbehavior::Misbehavior;
 pub use users::{DemoGroups, DemoUser, DEMO_PASSWORD, DEMO_USERS, MANY_GROUPS_COUNT};
 
 use state::Shared;
@@ -112,54 +117,6 @@ impl std::fmt::Debug for DevClientAuth {
     }
 }
 
-/// One deliberate defect. Applies to token responses issued after it is set (and `Slow` to every
-/// endpoint); each alters exactly one thing.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Misbehavior {
-    /// Behave.
-    #[default]
-    None,
-    /// Sign the id_token with a key that is not in the JWKS, under the current kid.
-    WrongKey,
-    /// `alg: none` and an empty signature.
-    AlgNone,
-    /// HS256 with the current public key's PEM as the HMAC secret (algorithm confusion).
-    Hs256WithPublicKey,
-    /// `iss` is the issuer with `/wrong` appended.
-    WrongIssuer,
-    /// `aud` is another client.
-    WrongAudience,
-    /// `aud` is the client and another audience, with no `azp`.
-    MultipleAudiencesNoAzp,
-    /// `azp` is another client.
-    WrongAzp,
-    /// `exp` ten minutes in the past.
-    Expired,
-    /// `iat` ten minutes in the future.
-    FutureIat,
-    /// `nbf` ten minutes in the future.
-    NotYetValid,
-    /// `nonce` differs from the one sent.
-    BadNonce,
-    /// No `nonce` claim.
-    MissingNonce,
-    /// `at_hash` does not match the access token.
-    BadAtHash,
-    /// The JWS header names a kid that is not in the JWKS (signature by the current key).
-    UnknownKid,
-    /// The token endpoint answers 400 with this OAuth error (RFC 6749 section 5.2).
-    TokenError {
-        /// `error` code.
-        error: String,
-        /// `error_description`.
-        description: String,
-    },
-    /// Every endpoint waits this long before answering.
-    Slow(Duration),
-    /// The token endpoint answers 500.
-    ServerError,
-}
-
 /// A running development provider. Dropping it stops the server too; [`DevProvider::shutdown`]
 /// also waits until every connection is closed.
 pub struct DevProvider {
@@ -211,6 +168,7 @@ impl DevProvider {
     }
 
     /// Sets the defect of subsequent responses ([`Misbehavior::None`] to behave again).
+    #[cfg(feature = "misbehavior")]
     pub fn set_misbehavior(&self, m: Misbehavior) {
         *state::lock(&self.shared.misbehavior) = m;
     }

@@ -10,7 +10,9 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use super::keys::KeySet;
 use super::store::{Bounded, Clock};
 use super::users::DemoUser;
-use super::{DevClientAuth, DevProviderOptions, Misbehavior, Profile};
+#[cfg(feature = "misbehavior")]
+use super::Misbehavior;
+use super::{DevClientAuth, DevProviderOptions, Profile};
 
 /// A pending login lives this long between the authorize request and the form post.
 pub(crate) const LOGIN_TTL: u64 = 600;
@@ -234,6 +236,7 @@ pub(crate) struct Shared {
     pub(crate) clients: Vec<RegisteredClient>,
     pub(crate) issue_refresh_token: bool,
     pub(crate) keys: RwLock<KeySet>,
+    #[cfg(feature = "misbehavior")]
     pub(crate) misbehavior: Mutex<Misbehavior>,
     pub(crate) pending: Mutex<Bounded<PendingLogin>>,
     pub(crate) codes: Mutex<Bounded<CodeGrant>>,
@@ -263,6 +266,7 @@ impl Shared {
             clients,
             issue_refresh_token: options.issue_refresh_token,
             keys: RwLock::new(KeySet::generate(options.profile)?),
+            #[cfg(feature = "misbehavior")]
             misbehavior: Mutex::new(Misbehavior::None),
             pending: Mutex::new(Bounded::new(MAP_CAP)),
             codes: Mutex::new(Bounded::new(MAP_CAP)),
@@ -278,6 +282,7 @@ impl Shared {
         self.clients.iter().find(|c| c.client_id == client_id)
     }
 
+    #[cfg(feature = "misbehavior")]
     pub(crate) fn misbehavior(&self) -> Misbehavior {
         lock(&self.misbehavior).clone()
     }

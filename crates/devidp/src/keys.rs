@@ -3,7 +3,8 @@
 //! RSA 2048 keys come from aws-lc-rs. jsonwebtoken's `EncodingKey::from_rsa_der` wants a PKCS#1
 //! `RSAPrivateKey`, while aws-lc-rs exports PKCS#8 only, so the key goes through a PKCS#8 PEM
 //! (`from_rsa_pem` unwraps PKCS#8 itself): no hand-written DER surgery.
-//! A second "rogue" key, never published, lets the provider sign with a key the JWKS lacks.
+//! With the `misbehavior` feature, a second "rogue" key, never published, lets the provider sign with
+//! a key the JWKS lacks.
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
@@ -39,6 +40,7 @@ pub(crate) struct SigningKey {
     pub(crate) x5t: String,
     /// SubjectPublicKeyInfo PEM: the bytes a naive verifier would use as an HMAC secret in the
     /// algorithm-confusion attack.
+    #[cfg(any(test, feature = "misbehavior"))]
     pub(crate) public_pem: String,
 }
 
@@ -76,6 +78,7 @@ impl SigningKey {
             n: URL_SAFE_NO_PAD.encode(&components.n),
             e: URL_SAFE_NO_PAD.encode(&components.e),
             x5t,
+            #[cfg(any(test, feature = "misbehavior"))]
             public_pem: pem("PUBLIC KEY", spki.as_ref()),
         })
     }
@@ -92,9 +95,10 @@ impl SigningKey {
     }
 }
 
-/// The published key and the rogue key (same kid is used with it by `WrongKey`).
+/// The published key and, for the `WrongKey` defect, a rogue key that is never published.
 pub(crate) struct KeySet {
     pub(crate) current: SigningKey,
+    #[cfg(feature = "misbehavior")]
     pub(crate) rogue: SigningKey,
 }
 
@@ -102,6 +106,7 @@ impl KeySet {
     pub(crate) fn generate(profile: Profile) -> Result<Self, KeyError> {
         Ok(KeySet {
             current: SigningKey::generate(profile)?,
+            #[cfg(feature = "misbehavior")]
             rogue: SigningKey::generate(profile)?,
         })
     }

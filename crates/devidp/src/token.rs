@@ -1,5 +1,5 @@
 //! The token endpoint: client authentication, the authorization_code and refresh_token grants,
-//! and id_token minting, including the one deliberate defect of a [`Misbehavior`].
+//! and id_token minting (with the `misbehavior` feature, also its one deliberate defect).
 //!
 //! Order of checks: request syntax (400 invalid_request), client authentication (401
 //! invalid_client, RFC 6749 section 5.2), grant (400 invalid_grant), then the response. A
@@ -10,7 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey, Header, Validation};
 use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
@@ -19,16 +19,14 @@ use super::handlers::{json_response, oauth_error, user_claims, with_challenge, R
 use super::keys::{half_hash, random_token, s256};
 use super::state::{lock, ClientMethod, RegisteredClient, Shared, TokenGrant};
 use super::state::{ACCESS_TOKEN_TTL, ID_TOKEN_TTL, REFRESH_TOKEN_TTL};
-use super::{Misbehavior, Profile};
+use super::Profile;
 
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
 const BASIC_CHALLENGE: &str = "Basic realm=\"dev-provider\"";
-/// Defects of time claims are this far off, well beyond any sane clock skew allowance.
-const SKEW_DEFECT: u64 = 600;
 
 /// A refusal of the token endpoint.
 #[derive(Debug)]
-struct Refusal {
+pub(crate) struct Refusal {
     status: StatusCode,
     error: &'static str,
     description: String,
@@ -63,7 +61,7 @@ fn invalid_client(basic_challenge: bool, description: impl Into<String>) -> Refu
     }
 }
 
-fn server_error() -> Refusal {
+pub(crate) fn server_error() -> Refusal {
     Refusal {
         status: StatusCode::INTERNAL_SERVER_ERROR,
         error: "server_error",
@@ -116,18 +114,11 @@ fn run(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Resp, Refusa
             })
         }
     };
-    let misbehavior = shared.misbehavior();
-    match &misbehavior {
-        Misbehavior::ServerError => return Err(server_error()),
-        Misbehavior::TokenError { error, description } => {
-            return Ok(json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({ "error": error, "error_description": description }),
-            ))
-        }
-        _ => {}
+    #[cfg(feature = "misbehavior")]
+    if let Some(answer) = super::misbehavior::token_endpoint(&shared.misbehavior()) {
+        return answer;
     }
-    issue(shared, issuance, now, &misbehavior)
+    issue(shared, issuance, now)
 }
 
 fn authenticate<'a>(
@@ -377,14 +368,9 @@ fn refresh(
     })
 }
 
-fn issue(
-    shared: &Shared,
-    issuance: Issuance,
-    now: u64,
-    misbehavior: &Misbehavior,
-) -> Result<Resp, Refusal> {
+fn issue(shared: &Shared, issuance: Issuance, now: u64) -> Result<Resp, Refusal> {
     let access_token = random_token(32).map_err(|_| server_error())?;
-    let id_token = id_token(shared, &issuance, &access_token, now, misbehavior)?;
+    let id_token = id_token(shared, &issuance, &access_token, now)?;
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -415,7 +401,6 @@ fn id_token(
     issuance: &Issuance,
     access_token: &str,
     now: u64,
-    misbehavior: &Misbehavior,
 ) -> Result<String, Refusal> {
     let grant = &issuance.grant;
     let client_id = grant.client_id.as_str();
@@ -440,40 +425,16 @@ fn id_token(
         // Asgardeo's `isk` is an opaque key of the session; a hash of the sid looks the part.
         claims.insert("isk".into(), s256(&format!("isk {}", grant.sid)).into());
     }
-    match misbehavior {
-        Misbehavior::WrongIssuer => {
-            claims.insert("iss".into(), format!("{}/wrong", shared.urls.issuer).into());
-        }
-        Misbehavior::WrongAudience => {
-            claims.insert("aud".into(), "another-client".into());
-        }
-        Misbehavior::MultipleAudiencesNoAzp => {
-            claims.insert("aud".into(), json!([client_id, "another-audience"]));
-            claims.remove("azp");
-        }
-        Misbehavior::WrongAzp => {
-            claims.insert("azp".into(), "another-client".into());
-        }
-        Misbehavior::Expired => {
-            claims.insert("exp".into(), now.saturating_sub(SKEW_DEFECT).into());
-        }
-        Misbehavior::FutureIat => {
-            claims.insert("iat".into(), (now + SKEW_DEFECT).into());
-        }
-        Misbehavior::NotYetValid => {
-            claims.insert("nbf".into(), (now + SKEW_DEFECT).into());
-        }
-        Misbehavior::BadNonce => {
-            claims.insert("nonce".into(), "not-the-nonce-you-sent".into());
-        }
-        Misbehavior::MissingNonce => {
-            claims.remove("nonce");
-        }
-        Misbehavior::BadAtHash => {
-            claims.insert("at_hash".into(), half_hash("not-the-access-token").into());
-        }
-        _ => {}
-    }
+    #[cfg(feature = "misbehavior")]
+    let misbehavior = shared.misbehavior();
+    #[cfg(feature = "misbehavior")]
+    super::misbehavior::alter_claims(
+        &misbehavior,
+        &mut claims,
+        &shared.urls.issuer,
+        client_id,
+        now,
+    );
     let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(keys.current.kid.clone());
@@ -481,35 +442,11 @@ fn id_token(
         header.x5t = Some(keys.current.x5t.clone());
     }
     let claims = Value::Object(claims);
-    let signed = match misbehavior {
-        Misbehavior::AlgNone => {
-            let mut header = serde_json::to_value(&header).map_err(|_| server_error())?;
-            header["alg"] = "none".into();
-            // An unsecured JWS (RFC 7515 appendix A.5): empty signature.
-            return Ok(format!(
-                "{}.{}.",
-                URL_SAFE_NO_PAD.encode(header.to_string()),
-                URL_SAFE_NO_PAD.encode(claims.to_string())
-            ));
-        }
-        Misbehavior::Hs256WithPublicKey => {
-            header.alg = Algorithm::HS256;
-            jsonwebtoken::encode(
-                &header,
-                &claims,
-                &EncodingKey::from_secret(keys.current.public_pem.as_bytes()),
-            )
-        }
-        Misbehavior::WrongKey => jsonwebtoken::encode(&header, &claims, &keys.rogue.encoding),
-        Misbehavior::UnknownKid => {
-            header.kid = Some(format!(
-                "unknown-{}",
-                random_token(9).map_err(|_| server_error())?
-            ));
-            jsonwebtoken::encode(&header, &claims, &keys.current.encoding)
-        }
-        _ => jsonwebtoken::encode(&header, &claims, &keys.current.encoding),
-    };
+    #[cfg(feature = "misbehavior")]
+    if let Some(signed) = super::misbehavior::sign(&misbehavior, &header, &claims, &keys) {
+        return signed;
+    }
+    let signed = jsonwebtoken::encode(&header, &claims, &keys.current.encoding);
     signed.map_err(|e| {
         tracing::error!(error = %e, "development provider: signing the id_token failed");
         server_error()

@@ -18,7 +18,7 @@ use super::state::{
     lock, ClientMethod, CodeGrant, PendingLogin, Shared, CODE_MEMORY, CODE_TTL, LOGIN_TTL,
 };
 use super::users::{self, DemoUser};
-use super::{form, token, Misbehavior, Profile};
+use super::{form, token, Profile};
 
 pub(crate) type Resp = Response<Full<Bytes>>;
 
@@ -51,7 +51,8 @@ where
     B: http_body::Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    if let Misbehavior::Slow(delay) = shared.misbehavior() {
+    #[cfg(feature = "misbehavior")]
+    if let Some(delay) = super::misbehavior::delay(&shared.misbehavior()) {
         tokio::time::sleep(delay).await;
     }
     let (parts, body) = request.into_parts();

@@ -144,7 +144,12 @@ impl App {
                 None => route_slots.push(0),
             }
         }
-        let router = Router::new(&config.server.prefix, &config.routes, |i| route_slots[i]);
+        let router = Router::new(
+            &config.server.prefix,
+            &config.routes,
+            &config.route_set,
+            |i| route_slots[i],
+        );
         let mut identity: Vec<http::HeaderName> = config
             .headers
             .claims

@@ -49,17 +49,17 @@ pub struct Router {
 }
 
 impl Router {
+    /// `set` holds the routes' patterns in order (built and size-checked by the configuration);
     /// `upstream_index(i)` gives the upstream slot of route `i` (0 for the default upstream).
     pub fn new(
         prefix: &str,
         routes: &[RouteConfig],
+        set: &RegexSet,
         upstream_index: impl Fn(usize) -> usize,
     ) -> Router {
-        let set = RegexSet::new(routes.iter().map(|r| r.path.as_str()))
-            .expect("each pattern compiled on its own during validation");
         Router {
             prefix: prefix.to_string(),
-            set,
+            set: set.clone(),
             routes: routes
                 .iter()
                 .enumerate()
@@ -135,7 +135,8 @@ mod tests {
             route("^/api/", None, Policy::Deny),
             route("^/other/", None, Policy::Public),
         ];
-        Router::new("/oauth2", &routes, |i| if i == 4 { 1 } else { 0 })
+        let set = RegexSet::new(routes.iter().map(|r| r.path.as_str())).unwrap();
+        Router::new("/oauth2", &routes, &set, |i| if i == 4 { 1 } else { 0 })
     }
 
     #[test]

@@ -1,0 +1,608 @@
+//! Configuration: `gateway.toml` plus `PORTCULLIS_<SECTION>__<KEY>` overrides, parsed, validated, trusted.
+//!
+//! Stages, so the rest of the code only ever sees checked values:
+//! 1. reading: the TOML text becomes a `toml::Table` (this file);
+//! 2. environment: `PORTCULLIS_<SECTION>__<KEY>` variables are merged into it (`env`);
+//! 3. schema: serde turns the table into the `raw` structs, the one description of every key: unknown
+//!    keys, wrong types and unknown choices are refused there, named by their key path (and by the
+//!    variable, when the environment set them);
+//! 4. validation: `validate` turns the raw structs into [`Config`]: URLs parsed, durations parsed, secret
+//!    files read, regexes compiled, keys of features not built yet refused. Each failure is one
+//!    [`ConfigError`] naming the key.
+//!
+//! The environment comes in as a map so tests never touch the process environment. Secrets are held in
+//! `secrecy` types whose `Debug` prints `[REDACTED]`; the raw file is never logged.
+
+mod env;
+mod raw;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use regex::{Regex, RegexSet};
+use secrecy::{SecretBox, SecretString};
+use serde::Deserialize;
+use url::Url;
+
+/// One bad configuration value: the key path and what is wrong with it, printed as one line.
+#[derive(Debug, thiserror::Error)]
+#[error("{key}: {message}")]
+pub struct ConfigError {
+    pub key: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            message: message.into(),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ConfigError>;
+
+/// The validated configuration. Everything here has been checked; code that holds a `Config` trusts it.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub upstream: UpstreamConfig,
+    pub oidc: OidcConfig,
+    pub session: SessionConfig,
+    pub headers: HeadersConfig,
+    pub routes: Vec<RouteConfig>,
+    /// Every route's path pattern, in order, as one set (checked to fit the size limit).
+    pub route_set: RegexSet,
+    pub log: LogConfig,
+}
+
+#[derive(Debug)]
+pub struct ServerConfig {
+    pub listen: SocketAddr,
+    pub public_url: Url,
+    pub tls: Option<TlsFiles>,
+    pub trusted_proxies: Vec<IpNet>,
+    pub grace_period: Duration,
+    pub header_read_timeout: Duration,
+    /// Prefix of the gateway's own endpoints, `/oauth2` unless configured; never ends with `/`.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+#[derive(Debug)]
+pub struct UpstreamConfig {
+    pub url: Url,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub preserve_host: bool,
+}
+
+/// `oidc.client_auth`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum ClientAuthMethod {
+    #[serde(rename = "client_secret_basic")]
+    SecretBasic,
+    #[serde(rename = "client_secret_post")]
+    SecretPost,
+    #[serde(rename = "private_key_jwt")]
+    PrivateKeyJwt,
+    #[serde(rename = "none")]
+    None,
+}
+
+/// `session.store`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    Cookie,
+    Redis,
+}
+
+#[derive(Debug)]
+pub struct OidcConfig {
+    pub issuer: Url,
+    pub client_id: String,
+    /// Present exactly when `client_auth` is a client-secret method.
+    pub client_secret: Option<SecretString>,
+    pub client_auth: ClientAuthMethod,
+    /// PEM key for `private_key_jwt`.
+    pub private_key: Option<SecretBox<Vec<u8>>>,
+    pub private_key_id: Option<String>,
+    pub scopes: Vec<String>,
+    pub pkce: bool,
+    pub authorization_endpoint: Option<Url>,
+    pub token_endpoint: Option<Url>,
+    pub jwks_uri: Option<Url>,
+    pub userinfo_endpoint: Option<Url>,
+    pub end_session_endpoint: Option<Url>,
+    pub clock_skew: Duration,
+    pub http_timeout: Duration,
+    pub jwks_refetch_interval: Duration,
+}
+
+#[derive(Debug)]
+pub struct SessionConfig {
+    pub secret: SecretBox<Vec<u8>>,
+    pub previous_secrets: Vec<SecretBox<Vec<u8>>>,
+    pub cookie_name: String,
+    pub lifetime: Duration,
+    pub secure: bool,
+}
+
+#[derive(Debug)]
+pub struct HeadersConfig {
+    /// Header sent upstream and the claim it carries, in configuration order.
+    pub claims: Vec<(HeaderName, String)>,
+    pub pass_access_token: bool,
+    pub pass_id_token: bool,
+}
+
+/// `routes[].policy`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Policy {
+    Public,
+    Authenticated,
+    Deny,
+}
+
+#[derive(Debug)]
+pub struct RouteConfig {
+    pub path: Regex,
+    /// `None`: every method.
+    pub methods: Option<Vec<Method>>,
+    pub policy: Policy,
+    pub upstream: Option<Url>,
+}
+
+/// `log.format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// Environment variables that override configuration keys start with this.
+pub const ENV_PREFIX: &str = "PORTCULLIS_";
+
+impl Config {
+    /// Read, merge with the process environment, and validate the file at `path`.
+    pub fn load(path: &Path) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
+        })?;
+        let env: BTreeMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        Config::from_toml_str(&text, &env)
+    }
+
+    /// Parse and validate configuration text with `env` (variables named `PORTCULLIS_<SECTION>__<KEY>`)
+    /// applied on top.
+    pub fn from_toml_str(text: &str, env: &BTreeMap<String, String>) -> Result<Config> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            let where_ = e
+                .span()
+                .map(|s| format!(" at line {}", line_of(text, s.start)))
+                .unwrap_or_default();
+            ConfigError::new("config", format!("invalid TOML{where_}: {}", e.message()))
+        })?;
+        let origins = env::apply(&mut table, env)?;
+        let raw: raw::RawConfig = serde_path_to_error::deserialize(toml::Value::Table(table))
+            .map_err(|e| schema_error(e, &origins))?;
+        validate::validate(raw)
+    }
+}
+
+/// A schema error as one line naming the key (the path ends with an unknown key's own name); a key set by
+/// the environment also names its variable.
+fn schema_error(
+    e: serde_path_to_error::Error<toml::de::Error>,
+    origins: &env::Origins,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = inner.message().to_string();
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|rest| rest.split_once('`'))
+        .map(|(name, _)| name.to_string());
+    let key = dotted(&path);
+    let message = match unknown {
+        Some(name) if key == name => "unknown section".to_string(),
+        Some(_) => "unknown key".to_string(),
+        None => one_line(&message),
+    };
+    let message = match origins.get(&key) {
+        Some(var) => format!("{message} (set by the environment variable {var})"),
+        None => message,
+    };
+    ConfigError::new(key, message)
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map(|t| t.lines().count().max(1))
+        .unwrap_or(1)
+}
+
+/// serde_path_to_error prints `routes[0].path`; keep that, but map the root to `config`.
+fn dotted(path: &str) -> String {
+    if path.is_empty() || path == "." {
+        "config".into()
+    } else {
+        path.to_string()
+    }
+}
+
+/// Minimum session secret length in bytes: the HKDF input must carry at least 256 bits.
+pub const MIN_SECRET_BYTES: usize = 32;
+
+/// A session secret is the base64 text printed by `portcullis secret` (standard or URL-safe alphabet) or
+/// any other string of at least 32 bytes.
+pub fn decode_secret(key: &str, text: &str) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let engines = [
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        &base64::engine::general_purpose::URL_SAFE,
+        &base64::engine::general_purpose::STANDARD,
+        &base64::engine::general_purpose::STANDARD_NO_PAD,
+    ];
+    for engine in engines {
+        if let Ok(bytes) = engine.decode(text) {
+            if bytes.len() >= MIN_SECRET_BYTES {
+                return Ok(bytes);
+            }
+        }
+    }
+    if text.len() >= MIN_SECRET_BYTES {
+        return Ok(text.as_bytes().to_vec());
+    }
+    Err(ConfigError::new(
+        key,
+        format!("must be at least {MIN_SECRET_BYTES} bytes; generate one with `portcullis secret`"),
+    ))
+}
+
+/// A fresh random session secret: 32 bytes from the system CSPRNG, base64url without padding.
+pub fn generate_secret() -> std::result::Result<String, String> {
+    use base64::Engine as _;
+    let mut bytes = [0u8; MIN_SECRET_BYTES];
+    aws_lc_rs::rand::fill(&mut bytes)
+        .map_err(|_| "the system random number generator failed".to_string())?;
+    Ok(base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    const SECRET: &str = "0123456789abcdef0123456789abcdef";
+
+    fn base() -> String {
+        format!(
+            r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "http://localhost:4180"
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "http://127.0.0.1:9000"
+client_id = "portcullis"
+client_secret = "s3cret"
+[session]
+secret = "{SECRET}"
+"#
+        )
+    }
+
+    fn parse(text: &str) -> Result<Config> {
+        Config::from_toml_str(text, &BTreeMap::new())
+    }
+
+    fn err(text: &str) -> ConfigError {
+        parse(text).expect_err("configuration should be refused")
+    }
+
+    #[test]
+    fn minimal_configuration_gets_defaults() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.server.prefix, "/oauth2");
+        assert_eq!(c.upstream.timeout, Duration::from_secs(30));
+        assert!(c.upstream.preserve_host);
+        assert_eq!(c.oidc.client_auth, ClientAuthMethod::SecretBasic);
+        assert_eq!(c.oidc.scopes, ["openid", "profile", "email"]);
+        assert!(c.oidc.pkce);
+        assert!(!c.session.secure, "http public_url: not secure by default");
+        assert_eq!(c.session.lifetime, Duration::from_secs(12 * 3600));
+        assert_eq!(c.headers.claims.len(), 4);
+        assert_eq!(
+            c.session.secret.expose_secret().as_slice(),
+            SECRET.as_bytes()
+        );
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = err(&base().replace("[upstream]", "[upstream]\nurll = \"x\""));
+        assert_eq!(e.key, "upstream.urll");
+        assert_eq!(e.message, "unknown key");
+        let e = err(&format!("{}\n[serverr]\n", base()));
+        assert_eq!(e.key, "serverr");
+        let e = err(&format!(
+            "{}\n[[routes]]\npath = \"^/\"\npolicyy = \"public\"\n",
+            base()
+        ));
+        assert_eq!(e.key, "routes[0].policyy");
+    }
+
+    #[test]
+    fn future_keys_are_refused_not_ignored() {
+        let e = err(&base().replace("[session]", "[session]\nredis_url = \"redis://x\""));
+        assert_eq!(e.key, "session.redis_url");
+        assert!(e.message.contains("not available yet"), "{e}");
+        let e = err(&format!("{}\n[access]\nallowed_groups = [\"a\"]\n", base()));
+        assert_eq!(e.key, "access");
+        assert!(e.message.contains("not available yet"));
+        let e = err(&format!(
+            "{}\n[[routes]]\npath = \"^/\"\nallowed_groups = [\"a\"]\n",
+            base()
+        ));
+        assert_eq!(e.key, "routes[0].allowed_groups");
+        assert!(e.message.contains("not available yet"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let cases = [
+            (
+                base().replace("http://127.0.0.1:8080", "not a url"),
+                "upstream.url",
+            ),
+            (
+                base().replace("http://127.0.0.1:8080", "ftp://x"),
+                "upstream.url",
+            ),
+            (
+                base().replace("[upstream]", "[upstream]\ntimeout = \"soon\""),
+                "upstream.timeout",
+            ),
+            (
+                base().replace("[upstream]", "[upstream]\ntimeout = 30"),
+                "upstream.timeout",
+            ),
+            (base().replace("127.0.0.1:0", "localhost"), "server.listen"),
+            (
+                base().replace("[oidc]", "[oidc]\nclient_auth = \"magic\""),
+                "oidc.client_auth",
+            ),
+            (base().replace(SECRET, "short"), "session.secret"),
+            (
+                base().replace("[server]", "[server]\ntrusted_proxies = [\"10.0.0.0/33\"]"),
+                "server.trusted_proxies",
+            ),
+            (
+                format!("{}\n[[routes]]\npath = \"(\"\n", base()),
+                "routes[0].path",
+            ),
+            (
+                format!(
+                    "{}\n[[routes]]\npath = \"^/\"\npolicy = \"maybe\"\n",
+                    base()
+                ),
+                "routes[0].policy",
+            ),
+            (
+                format!("{}\n[headers]\n\"Bad Header\" = \"sub\"\n", base()),
+                "headers.Bad Header",
+            ),
+            (
+                base().replace("client_secret = \"s3cret\"", ""),
+                "oidc.client_secret",
+            ),
+            (
+                base().replace("[oidc]", "[oidc]\nscopes = [\"email\"]"),
+                "oidc.scopes",
+            ),
+        ];
+        for (text, key) in cases {
+            assert_eq!(err(&text).key, key, "{text}");
+        }
+    }
+
+    #[test]
+    fn secret_files_are_read_and_missing_ones_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("client_secret");
+        std::fs::write(&path, "from-file\n").unwrap();
+        let text = base().replace(
+            "client_secret = \"s3cret\"",
+            &format!("client_secret_file = {:?}", path.display().to_string()),
+        );
+        let c = parse(&text).unwrap();
+        assert_eq!(c.oidc.client_secret.unwrap().expose_secret(), "from-file");
+
+        let missing = base().replace(
+            "client_secret = \"s3cret\"",
+            "client_secret_file = \"/nonexistent/secret\"",
+        );
+        let e = err(&missing);
+        assert_eq!(e.key, "oidc.client_secret_file");
+        assert!(e.message.contains("/nonexistent/secret"));
+
+        let both = base().replace(
+            "client_secret = \"s3cret\"",
+            &format!(
+                "client_secret = \"x\"\nclient_secret_file = {:?}",
+                path.display().to_string()
+            ),
+        );
+        assert_eq!(err(&both).key, "oidc.client_secret");
+    }
+
+    #[test]
+    fn environment_overrides_keys() {
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PORTCULLIS_OIDC__CLIENT_SECRET".to_string(),
+            "12345".to_string(),
+        );
+        env.insert(
+            "PORTCULLIS_UPSTREAM__PRESERVE_HOST".to_string(),
+            "false".to_string(),
+        );
+        env.insert(
+            "PORTCULLIS_SERVER__TRUSTED_PROXIES".to_string(),
+            "[\"10.0.0.0/8\"]".to_string(),
+        );
+        env.insert(
+            "PORTCULLIS_HEADERS__X_AUTH_USER".to_string(),
+            "sub".to_string(),
+        );
+        let c = Config::from_toml_str(&base(), &env).unwrap();
+        assert_eq!(
+            c.oidc.client_secret.unwrap().expose_secret(),
+            "12345",
+            "digits stay a string"
+        );
+        assert!(!c.upstream.preserve_host);
+        assert_eq!(
+            c.server.trusted_proxies,
+            vec!["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            c.headers.claims,
+            vec![(HeaderName::from_static("x-auth-user"), "sub".to_string())]
+        );
+
+        let mut env = BTreeMap::new();
+        env.insert("PORTCULLIS_UPSTREAM__NOPE".to_string(), "1".to_string());
+        assert_eq!(
+            Config::from_toml_str(&base(), &env).unwrap_err().key,
+            "upstream.nope"
+        );
+    }
+
+    #[test]
+    fn kubernetes_service_links_are_not_configuration_but_misspelt_keys_are_named() {
+        let mut env = BTreeMap::new();
+        for (k, v) in [
+            ("PORTCULLIS_PORT", "tcp://10.0.0.1:4180"),
+            ("PORTCULLIS_PORT_4180_TCP", "tcp://10.0.0.1:4180"),
+            ("PORTCULLIS_PORT_4180_TCP_ADDR", "10.0.0.1"),
+            ("PORTCULLIS_PORT_4180_TCP_PORT", "4180"),
+            ("PORTCULLIS_PORT_4180_TCP_PROTO", "tcp"),
+            ("PORTCULLIS_SERVICE_HOST", "10.0.0.1"),
+            ("PORTCULLIS_SERVICE_PORT", "4180"),
+        ] {
+            env.insert(k.to_string(), v.to_string());
+        }
+        Config::from_toml_str(&base(), &env).expect("service-link variables are ignored");
+        env.insert(
+            "PORTCULLIS_OIDC__CLIENT_SECRETT".to_string(),
+            "x".to_string(),
+        );
+        let e = Config::from_toml_str(&base(), &env).unwrap_err();
+        assert_eq!(e.key, "oidc.client_secrett");
+        assert!(
+            e.message.contains("unknown key")
+                && e.message.contains("PORTCULLIS_OIDC__CLIENT_SECRETT"),
+            "{e}"
+        );
+        let mut env = BTreeMap::new();
+        env.insert("PORTCULLIS_OIDCC__ISSUER".to_string(), "x".to_string());
+        let e = Config::from_toml_str(&base(), &env).unwrap_err();
+        assert_eq!(e.key, "oidcc");
+        assert!(
+            e.message.contains("unknown section") && e.message.contains("PORTCULLIS_OIDCC__ISSUER"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn choice_keys_name_their_choices() {
+        let e = err(&base().replace("[oidc]", "[oidc]\nclient_auth = \"magic\""));
+        assert_eq!(e.key, "oidc.client_auth");
+        assert!(e.message.contains("client_secret_post"), "{e}");
+        let e = err(&base().replace("[session]", "[session]\nstore = \"disk\""));
+        assert_eq!(e.key, "session.store");
+        assert!(e.message.contains("redis"), "{e}");
+        assert_eq!(
+            err(&base().replace("[session]", "[session]\nstore = \"redis\"")).key,
+            "session.store"
+        );
+    }
+
+    #[test]
+    fn routes_too_large_together_are_an_error_naming_the_route() {
+        // Each pattern compiles on its own; three of them exceed the set's size limit.
+        let heavy = r"^/a{0,100}\w{100}";
+        let mut text = base();
+        for _ in 0..3 {
+            text.push_str(&format!("\n[[routes]]\npath = '{heavy}'\n"));
+        }
+        let e = err(&text);
+        assert!(
+            e.key.starts_with("routes[") && e.key.ends_with("].path"),
+            "{e}"
+        );
+        assert!(e.message.contains("too large"), "{e}");
+        // Two fit.
+        let text =
+            base() + &format!("\n[[routes]]\npath = '^/a{{0,10}}'\n[[routes]]\npath = '{heavy}'\n");
+        parse(&text).expect("within the limit");
+    }
+
+    #[test]
+    fn secrets_never_show_in_debug() {
+        let c = parse(&base()).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret"), "{debug}");
+        assert!(!debug.contains(SECRET), "{debug}");
+    }
+
+    #[test]
+    fn secret_accepts_generated_base64() {
+        let generated = "q2Vn0hxlqbrDLPcUVvTqXGl6cQU0ujZNmdlwc5nC87Y";
+        assert_eq!(decode_secret("k", generated).unwrap().len(), 32);
+        assert!(decode_secret("k", "too short").is_err());
+    }
+
+    #[test]
+    fn routes_are_compiled() {
+        let text = format!(
+            "{}\n[[routes]]\npath = \"^/public/\"\nmethods = [\"get\", \"HEAD\"]\npolicy = \"public\"\nupstream = \"http://127.0.0.1:9999\"\n",
+            base()
+        );
+        let c = parse(&text).unwrap();
+        let r = &c.routes[0];
+        assert!(r.path.is_match("/public/x"));
+        assert_eq!(r.methods.as_deref(), Some(&[Method::GET, Method::HEAD][..]));
+        assert_eq!(r.policy, Policy::Public);
+        assert_eq!(r.upstream.as_ref().unwrap().port(), Some(9999));
+    }
+}

@@ -1,0 +1,183 @@
+//! The schema of `gateway.toml`: what serde reads before anything is checked.
+//!
+//! One schema, here: every section is a struct that refuses unknown keys (`deny_unknown_fields`), so a
+//! misspelt key stops start-up naming it; keys of features not built yet are fields of type [`NotYet`],
+//! refused by `validate` with "not available yet" rather than silently ignored; keys with a fixed set of
+//! values are enums, so serde names the choices. Values that need more than a type check (URLs,
+//! durations, files, regexes) stay strings and are turned into typed values by `validate`.
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{ClientAuthMethod, LogFormat, Policy, StoreKind};
+
+/// A key of the contract whose feature this version does not have: any value is refused.
+pub(super) type NotYet = Option<toml::Value>;
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    pub upstream: Option<RawUpstream>,
+    pub oidc: Option<RawOidc>,
+    pub session: Option<RawSession>,
+    /// Free-form: header names map to claims, beside two switches; checked by `validate`.
+    pub headers: Option<toml::Table>,
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+    #[serde(default)]
+    pub log: RawLog,
+    pub access: NotYet,
+    pub api: NotYet,
+    pub assertion: NotYet,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServer {
+    pub listen: Option<String>,
+    pub public_url: Option<String>,
+    pub tls_cert_file: Option<PathBuf>,
+    pub tls_key_file: Option<PathBuf>,
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    pub grace_period: Option<String>,
+    pub header_read_timeout: Option<String>,
+    pub prefix: Option<String>,
+    pub max_connections: NotYet,
+    pub shutdown_delay: NotYet,
+    pub keepalive_timeout: NotYet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawUpstream {
+    pub url: Option<String>,
+    pub timeout: Option<String>,
+    pub connect_timeout: Option<String>,
+    pub preserve_host: Option<bool>,
+    pub ca_file: NotYet,
+    pub client_cert_file: NotYet,
+    pub client_key_file: NotYet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawOidc {
+    pub issuer: Option<String>,
+    pub client_id: Option<String>,
+    pub client_secret: Option<String>,
+    pub client_secret_file: Option<PathBuf>,
+    pub client_auth: Option<ClientAuthMethod>,
+    pub private_key_file: Option<PathBuf>,
+    pub private_key_id: Option<String>,
+    pub scopes: Option<Vec<String>>,
+    pub pkce: Option<bool>,
+    pub authorization_endpoint: Option<String>,
+    pub token_endpoint: Option<String>,
+    pub jwks_uri: Option<String>,
+    pub userinfo_endpoint: Option<String>,
+    pub end_session_endpoint: Option<String>,
+    pub clock_skew: Option<String>,
+    pub http_timeout: Option<String>,
+    pub jwks_refetch_interval: Option<String>,
+    pub extra_auth_params: NotYet,
+    pub userinfo_claims: NotYet,
+    pub introspection_endpoint: NotYet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawSession {
+    pub secret: Option<String>,
+    pub secret_file: Option<PathBuf>,
+    #[serde(default)]
+    pub previous_secrets: Vec<String>,
+    pub cookie_name: Option<String>,
+    pub lifetime: Option<String>,
+    pub store: Option<StoreKind>,
+    pub secure: Option<bool>,
+    pub redis_url: NotYet,
+    pub redis_url_file: NotYet,
+    pub redis_mode: NotYet,
+    pub redis_nodes: NotYet,
+    pub redis_sentinel_master: NotYet,
+    pub redis_ca_file: NotYet,
+    pub idle_timeout: NotYet,
+    pub refresh: NotYet,
+    pub refresh_before: NotYet,
+    pub cookie_domain: NotYet,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRoute {
+    pub path: Option<String>,
+    pub methods: Option<Vec<String>>,
+    pub policy: Option<Policy>,
+    pub upstream: Option<String>,
+    pub allowed_groups: NotYet,
+    pub host: NotYet,
+    pub case_insensitive: NotYet,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawLog {
+    pub format: Option<LogFormat>,
+    pub level: Option<String>,
+    pub access_log: NotYet,
+}
+
+impl RawConfig {
+    /// The key paths set to a feature not built yet, in schema order.
+    pub(super) fn not_yet(&self) -> Vec<String> {
+        let mut keys = Vec::new();
+        let mut note = |key: &str, value: &NotYet| {
+            if value.is_some() {
+                keys.push(key.to_string());
+            }
+        };
+        note("access", &self.access);
+        note("api", &self.api);
+        note("assertion", &self.assertion);
+        let s = &self.server;
+        note("server.max_connections", &s.max_connections);
+        note("server.shutdown_delay", &s.shutdown_delay);
+        note("server.keepalive_timeout", &s.keepalive_timeout);
+        if let Some(u) = &self.upstream {
+            note("upstream.ca_file", &u.ca_file);
+            note("upstream.client_cert_file", &u.client_cert_file);
+            note("upstream.client_key_file", &u.client_key_file);
+        }
+        if let Some(o) = &self.oidc {
+            note("oidc.extra_auth_params", &o.extra_auth_params);
+            note("oidc.userinfo_claims", &o.userinfo_claims);
+            note("oidc.introspection_endpoint", &o.introspection_endpoint);
+        }
+        if let Some(s) = &self.session {
+            note("session.redis_url", &s.redis_url);
+            note("session.redis_url_file", &s.redis_url_file);
+            note("session.redis_mode", &s.redis_mode);
+            note("session.redis_nodes", &s.redis_nodes);
+            note("session.redis_sentinel_master", &s.redis_sentinel_master);
+            note("session.redis_ca_file", &s.redis_ca_file);
+            note("session.idle_timeout", &s.idle_timeout);
+            note("session.refresh", &s.refresh);
+            note("session.refresh_before", &s.refresh_before);
+            note("session.cookie_domain", &s.cookie_domain);
+        }
+        for (i, r) in self.routes.iter().enumerate() {
+            note(&format!("routes[{i}].allowed_groups"), &r.allowed_groups);
+            note(&format!("routes[{i}].host"), &r.host);
+            note(
+                &format!("routes[{i}].case_insensitive"),
+                &r.case_insensitive,
+            );
+        }
+        note("log.access_log", &self.log.access_log);
+        keys
+    }
+}

@@ -1,0 +1,567 @@
+//! From the raw schema to the typed [`Config`]: URLs parsed, durations parsed, secret files read,
+//! regexes compiled, cross-key rules checked. Each failure is one [`ConfigError`] naming the key.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, Method};
+use ipnet::IpNet;
+use regex::{Regex, RegexSet};
+use secrecy::{SecretBox, SecretString};
+use url::Url;
+
+use super::raw::{RawConfig, RawLog, RawOidc, RawRoute, RawServer, RawSession, RawUpstream};
+use super::{
+    decode_secret, ClientAuthMethod, Config, ConfigError, HeadersConfig, LogConfig, LogFormat,
+    OidcConfig, Policy, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles,
+    UpstreamConfig,
+};
+
+fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
+    let text = value.unwrap_or(default);
+    let d = humantime::parse_duration(text).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!(
+                "invalid duration {text:?} ({e}); use a string such as \"30s\", \"15m\" or \"12h\""
+            ),
+        )
+    })?;
+    if d.is_zero() {
+        return Err(ConfigError::new(key, "must be greater than zero"));
+    }
+    Ok(d)
+}
+
+fn http_url(key: &str, value: &str) -> Result<Url> {
+    let url = Url::parse(value)
+        .map_err(|e| ConfigError::new(key, format!("invalid URL {value:?}: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(ConfigError::new(
+            key,
+            format!("expected an http or https URL, got {value:?}"),
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new(key, format!("URL {value:?} has no host")));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(ConfigError::new(
+            key,
+            "credentials in the URL are not allowed",
+        ));
+    }
+    if url.fragment().is_some() {
+        return Err(ConfigError::new(
+            key,
+            "a URL with a #fragment is not allowed",
+        ));
+    }
+    Ok(url)
+}
+
+fn upstream_url(key: &str, value: &str) -> Result<Url> {
+    let url = http_url(key, value)?;
+    if url.scheme() != "http" {
+        return Err(ConfigError::new(
+            key,
+            "https upstreams are not available yet in this version; use an http:// URL",
+        ));
+    }
+    if url.query().is_some() {
+        return Err(ConfigError::new(key, "an upstream URL cannot have a query"));
+    }
+    Ok(url)
+}
+
+fn optional_url(key: &str, value: Option<&String>) -> Result<Option<Url>> {
+    value.map(|v| http_url(key, v)).transpose()
+}
+
+fn required<'a>(key: &str, value: Option<&'a String>) -> Result<&'a str> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        Some(_) => Err(ConfigError::new(key, "must not be empty")),
+        None => Err(ConfigError::new(key, "is required")),
+    }
+}
+
+/// Read a secret file; trailing whitespace (the newline editors and `kubectl create secret` add) is dropped.
+fn read_secret_file(key: &str, path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let text = text.trim_end().to_string();
+    if text.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} is empty", path.display()),
+        ));
+    }
+    Ok(text)
+}
+
+/// Exactly one of `value` and `file` when `needed`; the file's contents win the pair.
+fn secret_pair(
+    key: &str,
+    value: Option<String>,
+    file_key: &str,
+    file: Option<&PathBuf>,
+) -> Result<Option<String>> {
+    match (value, file) {
+        (Some(_), Some(_)) => Err(ConfigError::new(
+            key,
+            format!("set either {key} or {file_key}, not both"),
+        )),
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(path)) => read_secret_file(file_key, path).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+pub(super) fn validate(raw: RawConfig) -> Result<Config> {
+    if let Some(key) = raw.not_yet().into_iter().next() {
+        return Err(ConfigError::new(
+            key,
+            "this feature is not available yet in this version",
+        ));
+    }
+    let server = validate_server(raw.server)?;
+    let upstream = validate_upstream(raw.upstream)?;
+    let oidc = validate_oidc(raw.oidc)?;
+    let session = validate_session(raw.session, &server.public_url)?;
+    let headers = validate_headers(raw.headers)?;
+    let routes = raw
+        .routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| validate_route(i, r))
+        .collect::<Result<Vec<_>>>()?;
+    let route_set = route_set(&routes)?;
+    let log = validate_log(raw.log)?;
+    Ok(Config {
+        server,
+        upstream,
+        oidc,
+        session,
+        headers,
+        routes,
+        route_set,
+        log,
+    })
+}
+
+fn validate_server(raw: RawServer) -> Result<ServerConfig> {
+    let listen_text = raw.listen.as_deref().unwrap_or("127.0.0.1:4180");
+    let listen: SocketAddr = listen_text.parse().map_err(|_| {
+        ConfigError::new(
+            "server.listen",
+            format!("expected an address such as \"127.0.0.1:4180\", got {listen_text:?}"),
+        )
+    })?;
+    let public_url = http_url(
+        "server.public_url",
+        raw.public_url.as_deref().unwrap_or("http://localhost:4180"),
+    )?;
+    if public_url.path() != "/" || public_url.query().is_some() {
+        return Err(ConfigError::new(
+            "server.public_url",
+            "must be an origin only (scheme, host, port), without a path or query",
+        ));
+    }
+    let tls = match (raw.tls_cert_file, raw.tls_key_file) {
+        (Some(cert_file), Some(key_file)) => {
+            for (key, path) in [
+                ("server.tls_cert_file", &cert_file),
+                ("server.tls_key_file", &key_file),
+            ] {
+                std::fs::metadata(path).map_err(|e| {
+                    ConfigError::new(key, format!("cannot read {}: {e}", path.display()))
+                })?;
+            }
+            Some(TlsFiles {
+                cert_file,
+                key_file,
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "server.tls_key_file",
+                "is required with server.tls_cert_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "server.tls_cert_file",
+                "is required with server.tls_key_file",
+            ))
+        }
+    };
+    let trusted_proxies = raw
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    ConfigError::new(
+                        "server.trusted_proxies",
+                        format!("expected an IP address or CIDR such as \"10.0.0.0/8\", got {p:?}"),
+                    )
+                })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let prefix = raw.prefix.unwrap_or_else(|| "/oauth2".into());
+    let prefix = prefix.trim_end_matches('/').to_string();
+    if !prefix.starts_with('/')
+        || prefix.len() < 2
+        || !prefix
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"/-_.".contains(&b))
+        || prefix.contains("//")
+        || prefix.split('/').any(|s| s == "." || s == "..")
+    {
+        return Err(ConfigError::new(
+            "server.prefix",
+            "expected a path such as \"/oauth2\" (letters, digits, '-', '_', '.', '/')",
+        ));
+    }
+    Ok(ServerConfig {
+        listen,
+        public_url,
+        tls,
+        trusted_proxies,
+        grace_period: duration("server.grace_period", raw.grace_period.as_deref(), "30s")?,
+        header_read_timeout: duration(
+            "server.header_read_timeout",
+            raw.header_read_timeout.as_deref(),
+            "10s",
+        )?,
+        prefix,
+    })
+}
+
+fn validate_upstream(raw: Option<RawUpstream>) -> Result<UpstreamConfig> {
+    let raw =
+        raw.ok_or_else(|| ConfigError::new("upstream", "the [upstream] section is required"))?;
+    let url = upstream_url("upstream.url", required("upstream.url", raw.url.as_ref())?)?;
+    Ok(UpstreamConfig {
+        url,
+        timeout: duration("upstream.timeout", raw.timeout.as_deref(), "30s")?,
+        connect_timeout: duration(
+            "upstream.connect_timeout",
+            raw.connect_timeout.as_deref(),
+            "5s",
+        )?,
+        preserve_host: raw.preserve_host.unwrap_or(true),
+    })
+}
+
+fn validate_oidc(raw: Option<RawOidc>) -> Result<OidcConfig> {
+    let raw = raw.ok_or_else(|| ConfigError::new("oidc", "the [oidc] section is required"))?;
+    let issuer = http_url("oidc.issuer", required("oidc.issuer", raw.issuer.as_ref())?)?;
+    if issuer.query().is_some() {
+        return Err(ConfigError::new(
+            "oidc.issuer",
+            "an issuer cannot have a query",
+        ));
+    }
+    let client_id = required("oidc.client_id", raw.client_id.as_ref())?.to_string();
+    let client_auth = raw.client_auth.unwrap_or(ClientAuthMethod::SecretBasic);
+    let secret = secret_pair(
+        "oidc.client_secret",
+        raw.client_secret,
+        "oidc.client_secret_file",
+        raw.client_secret_file.as_ref(),
+    )?;
+    let client_secret = match client_auth {
+        ClientAuthMethod::SecretBasic | ClientAuthMethod::SecretPost => match secret {
+            Some(s) if !s.is_empty() => Some(SecretString::from(s)),
+            _ => {
+                return Err(ConfigError::new(
+                    "oidc.client_secret",
+                    "is required for client_secret_basic and client_secret_post (or set oidc.client_secret_file)",
+                ))
+            }
+        },
+        _ if secret.is_some() => {
+            return Err(ConfigError::new(
+                "oidc.client_secret",
+                "is only used with client_secret_basic or client_secret_post; remove it or change oidc.client_auth",
+            ))
+        }
+        _ => None,
+    };
+    let private_key = match (client_auth, raw.private_key_file) {
+        (ClientAuthMethod::PrivateKeyJwt, Some(path)) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                ConfigError::new(
+                    "oidc.private_key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if !pem.starts_with(b"-----BEGIN")
+                && !String::from_utf8_lossy(&pem).contains("-----BEGIN")
+            {
+                return Err(ConfigError::new(
+                    "oidc.private_key_file",
+                    format!("{} is not a PEM file", path.display()),
+                ));
+            }
+            Some(SecretBox::new(Box::new(pem)))
+        }
+        (ClientAuthMethod::PrivateKeyJwt, None) => {
+            return Err(ConfigError::new(
+                "oidc.private_key_file",
+                "is required for private_key_jwt",
+            ))
+        }
+        (_, Some(_)) => {
+            return Err(ConfigError::new(
+                "oidc.private_key_file",
+                "is only used with client_auth = \"private_key_jwt\"",
+            ))
+        }
+        (_, None) => None,
+    };
+    let pkce = raw.pkce.unwrap_or(true);
+    if client_auth == ClientAuthMethod::None && !pkce {
+        return Err(ConfigError::new(
+            "oidc.pkce",
+            "must be true for a public client (client_auth = \"none\")",
+        ));
+    }
+    let scopes = raw
+        .scopes
+        .unwrap_or_else(|| vec!["openid".into(), "profile".into(), "email".into()]);
+    if !scopes.iter().any(|s| s == "openid") {
+        return Err(ConfigError::new("oidc.scopes", "must include \"openid\""));
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        return Err(ConfigError::new(
+            "oidc.scopes",
+            format!("invalid scope {bad:?}"),
+        ));
+    }
+    Ok(OidcConfig {
+        issuer,
+        client_id,
+        client_secret,
+        client_auth,
+        private_key,
+        private_key_id: raw.private_key_id,
+        scopes,
+        pkce,
+        authorization_endpoint: optional_url(
+            "oidc.authorization_endpoint",
+            raw.authorization_endpoint.as_ref(),
+        )?,
+        token_endpoint: optional_url("oidc.token_endpoint", raw.token_endpoint.as_ref())?,
+        jwks_uri: optional_url("oidc.jwks_uri", raw.jwks_uri.as_ref())?,
+        userinfo_endpoint: optional_url("oidc.userinfo_endpoint", raw.userinfo_endpoint.as_ref())?,
+        end_session_endpoint: optional_url(
+            "oidc.end_session_endpoint",
+            raw.end_session_endpoint.as_ref(),
+        )?,
+        clock_skew: duration("oidc.clock_skew", raw.clock_skew.as_deref(), "60s")?,
+        http_timeout: duration("oidc.http_timeout", raw.http_timeout.as_deref(), "10s")?,
+        jwks_refetch_interval: duration(
+            "oidc.jwks_refetch_interval",
+            raw.jwks_refetch_interval.as_deref(),
+            "60s",
+        )?,
+    })
+}
+
+fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<SessionConfig> {
+    let raw =
+        raw.ok_or_else(|| ConfigError::new("session", "the [session] section is required"))?;
+    let secret_text = secret_pair(
+        "session.secret",
+        raw.secret,
+        "session.secret_file",
+        raw.secret_file.as_ref(),
+    )?
+    .ok_or_else(|| {
+        ConfigError::new(
+            "session.secret",
+            "is required (or session.secret_file); generate one with `portcullis secret`",
+        )
+    })?;
+    let secret = decode_secret("session.secret", &secret_text)?;
+    let previous_secrets = raw
+        .previous_secrets
+        .iter()
+        .map(|s| decode_secret("session.previous_secrets", s).map(|b| SecretBox::new(Box::new(b))))
+        .collect::<Result<Vec<_>>>()?;
+    let cookie_name = raw.cookie_name.unwrap_or_else(|| "_portcullis".into());
+    // RFC 6265 4.1.1: a cookie-name is an RFC 2616 token; keep to a conservative subset.
+    if cookie_name.is_empty()
+        || cookie_name.len() > 64
+        || !cookie_name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        return Err(ConfigError::new(
+            "session.cookie_name",
+            "expected 1 to 64 letters, digits, '_' or '-'",
+        ));
+    }
+    if raw.store == Some(StoreKind::Redis) {
+        return Err(ConfigError::new(
+            "session.store",
+            "the redis store is not available yet in this version",
+        ));
+    }
+    let https = public_url.scheme() == "https";
+    let secure = raw.secure.unwrap_or(https);
+    Ok(SessionConfig {
+        secret: SecretBox::new(Box::new(secret)),
+        previous_secrets,
+        cookie_name,
+        lifetime: duration("session.lifetime", raw.lifetime.as_deref(), "12h")?,
+        secure,
+    })
+}
+
+fn validate_headers(raw: Option<toml::Table>) -> Result<HeadersConfig> {
+    let Some(table) = raw else {
+        return Ok(HeadersConfig {
+            claims: vec![
+                (HeaderName::from_static("x-forwarded-user"), "sub".into()),
+                (HeaderName::from_static("x-forwarded-email"), "email".into()),
+                (
+                    HeaderName::from_static("x-forwarded-preferred-username"),
+                    "preferred_username".into(),
+                ),
+                (
+                    HeaderName::from_static("x-forwarded-groups"),
+                    "groups".into(),
+                ),
+            ],
+            pass_access_token: false,
+            pass_id_token: false,
+        });
+    };
+    let mut claims = Vec::new();
+    let mut pass_access_token = false;
+    let mut pass_id_token = false;
+    for (name, value) in table {
+        let key = format!("headers.{name}");
+        match (name.as_str(), value) {
+            ("pass_access_token", toml::Value::Boolean(b)) => pass_access_token = b,
+            ("pass_id_token", toml::Value::Boolean(b)) => pass_id_token = b,
+            ("pass_access_token" | "pass_id_token", _) => {
+                return Err(ConfigError::new(key, "expected true or false"))
+            }
+            (_, toml::Value::String(claim)) => {
+                let header = HeaderName::from_bytes(name.as_bytes())
+                    .map_err(|_| ConfigError::new(&key, "not a valid HTTP header name"))?;
+                if crate::proxy::is_reserved_header(&header) {
+                    return Err(ConfigError::new(
+                        key,
+                        "this header is managed by the gateway and cannot carry a claim",
+                    ));
+                }
+                if claim.is_empty() {
+                    return Err(ConfigError::new(key, "the claim name must not be empty"));
+                }
+                if claims
+                    .iter()
+                    .any(|(h, _): &(HeaderName, String)| h == header)
+                {
+                    return Err(ConfigError::new(key, "header configured twice"));
+                }
+                claims.push((header, claim.clone()));
+            }
+            _ => return Err(ConfigError::new(key, "expected a claim name (a string)")),
+        }
+    }
+    Ok(HeadersConfig {
+        claims,
+        pass_access_token,
+        pass_id_token,
+    })
+}
+
+fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
+    let key = |k: &str| format!("routes[{i}].{k}");
+    let path_text = required(&key("path"), raw.path.as_ref())?;
+    let path = Regex::new(path_text).map_err(|e| {
+        ConfigError::new(
+            key("path"),
+            format!("invalid regular expression: {}", one_line(&e.to_string())),
+        )
+    })?;
+    let methods = raw
+        .methods
+        .map(|ms| {
+            if ms.is_empty() {
+                return Err(ConfigError::new(
+                    key("methods"),
+                    "must not be empty (omit it for every method)",
+                ));
+            }
+            ms.iter()
+                .map(|m| {
+                    let upper = m.to_ascii_uppercase();
+                    Method::from_bytes(upper.as_bytes()).map_err(|_| {
+                        ConfigError::new(key("methods"), format!("invalid method {m:?}"))
+                    })
+                })
+                .collect::<Result<Vec<_>>>()
+        })
+        .transpose()?;
+    let policy = raw.policy.unwrap_or(Policy::Authenticated);
+    let upstream = raw
+        .upstream
+        .as_deref()
+        .map(|u| upstream_url(&key("upstream"), u))
+        .transpose()?;
+    Ok(RouteConfig {
+        path,
+        methods,
+        policy,
+        upstream,
+    })
+}
+
+fn validate_log(raw: RawLog) -> Result<LogConfig> {
+    let format = raw.format.unwrap_or(LogFormat::Text);
+    let level = raw.level.unwrap_or_else(|| "info".into());
+    tracing_subscriber::EnvFilter::try_new(&level).map_err(|e| {
+        ConfigError::new(
+            "log.level",
+            format!("invalid level or filter {level:?}: {e}"),
+        )
+    })?;
+    Ok(LogConfig { format, level })
+}
+
+/// All route patterns as one set, matched in one pass per request. Each pattern compiled alone within
+/// the size limit, but together they may not: the error names the first route that does not fit.
+fn route_set(routes: &[RouteConfig]) -> Result<RegexSet> {
+    let patterns: Vec<&str> = routes.iter().map(|r| r.path.as_str()).collect();
+    RegexSet::new(&patterns).map_err(|e| {
+        let culprit = (1..=patterns.len())
+            .find(|&n| RegexSet::new(&patterns[..n]).is_err())
+            .map_or(patterns.len().saturating_sub(1), |n| n - 1);
+        ConfigError::new(
+            format!("routes[{culprit}].path"),
+            format!(
+                "the route patterns together are too large to match at once ({}); simplify or merge routes",
+                one_line(&e.to_string())
+            ),
+        )
+    })
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}

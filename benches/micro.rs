@@ -15,17 +15,22 @@ use aws_lc_rs::signature::{
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use futures_util::FutureExt as _;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Uri};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use portcullis::config::{Policy, RouteConfig};
+use portcullis::identity::identity_headers;
 use portcullis::oidc::{
     authorization_url, parse_jwks, validate_id_token, AuthRequest, Expectations, KeySet,
     LoginSecrets, Nonce,
 };
 use portcullis::proxy::{ConnInfo, Proxy, Upstream};
 use portcullis::router::{canonical::canonicalize, Router, Target};
-use portcullis::session::{Claims, CookieSettings, Session, SessionCookies};
+use portcullis::session::store::CookieStore;
+use portcullis::session::{
+    Authenticated, Claims, CookieSettings, Session, SessionCookies, Sessions,
+};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_700_000_000;
@@ -102,13 +107,23 @@ fn session_decode(c: &mut Criterion) {
         group.bench_function(format!("{label}_{bytes}B"), |b| {
             b.iter_with_large_drop(|| codec.read(black_box(&headers), NOW + 1))
         });
-        // What a request of a signed-in user costs: the same cookie bytes, opened once, then cached.
-        let cache = portcullis::session::SessionCache::default();
-        assert!(codec
-            .read_cached(&headers, NOW + 1, &cache, |s| s)
-            .is_some());
+        // What a request of a signed-in user costs: the same cookie bytes, opened once, then served
+        // from the cache in front of the store (the cookie store answers at once, so one poll ends
+        // the future).
+        let sessions = Sessions::new(CookieStore::new(Duration::from_secs(3600)));
+        let authenticate = |headers: &HeaderMap| {
+            sessions
+                .authenticate(&codec, headers, NOW + 1, 0, |session| Authenticated {
+                    session,
+                    identity: Vec::new(),
+                })
+                .now_or_never()
+                .expect("the cookie store answers at once")
+                .expect("the cookie store does not fail")
+        };
+        assert!(authenticate(&headers).is_some());
         group.bench_function(format!("{label}_{bytes}B_cached"), |b| {
-            b.iter(|| codec.read_cached(black_box(&headers), NOW + 1, &cache, |s| s))
+            b.iter(|| authenticate(black_box(&headers)))
         });
     }
     group.finish();
@@ -180,8 +195,8 @@ fn header_rewrite(c: &mut Criterion) {
     let upstream = Upstream::from_url(&url::Url::parse("http://127.0.0.1:9000").expect("URL"));
     let conn = ConnInfo::new(SocketAddr::from(([192, 0, 2, 10], 53211)), true);
     let uri = Uri::from_static("/dashboard/settings");
-    // The identity headers are built once per session and cached with it (see `App::session`).
-    let identity = portcullis::proxy::identity_headers(&session.claims, &mapping);
+    // The identity headers are built once per session and cached with it (see `Sessions::authenticate`).
+    let identity = identity_headers(&session.claims, &mapping);
     // One fresh copy per iteration, as hot in cache as a head hyper has just parsed (batches of
     // thousands of copies would measure cache misses instead of the rewrite), and built the way
     // hyper builds it (see `as_parsed`).
@@ -196,7 +211,7 @@ fn header_rewrite(c: &mut Criterion) {
         )
     });
     c.bench_function("header_rewrite/identity_headers_uncached", |b| {
-        b.iter(|| portcullis::proxy::identity_headers(black_box(&session.claims), &mapping))
+        b.iter(|| identity_headers(black_box(&session.claims), &mapping))
     });
 }
 

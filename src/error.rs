@@ -31,6 +31,8 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// The identity provider could not be reached or is not loaded yet: 503.
     ProviderUnavailable,
+    /// The session store could not be reached or failed: 503.
+    StoreUnavailable,
     /// The identity provider answered with something unusable (an invalid id_token, an error): 502.
     ProviderError,
     /// A bug or an unexpected local failure: 500.
@@ -47,7 +49,9 @@ impl ErrorKind {
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UpstreamUnavailable | ErrorKind::ProviderError => StatusCode::BAD_GATEWAY,
             ErrorKind::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            ErrorKind::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorKind::ProviderUnavailable | ErrorKind::StoreUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -64,6 +68,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "upstream_unavailable",
             ErrorKind::UpstreamTimeout => "upstream_timeout",
             ErrorKind::ProviderUnavailable => "provider_unavailable",
+            ErrorKind::StoreUnavailable => "session_store_unavailable",
             ErrorKind::ProviderError => "provider_error",
             ErrorKind::Internal => "internal_error",
         }
@@ -80,6 +85,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "The application is unavailable",
             ErrorKind::UpstreamTimeout => "The application did not answer in time",
             ErrorKind::ProviderUnavailable => "The identity provider could not be reached",
+            ErrorKind::StoreUnavailable => "Sessions are unavailable",
             ErrorKind::ProviderError => "The identity provider returned an unusable answer",
             ErrorKind::Internal => "Internal error",
         }
@@ -96,6 +102,7 @@ impl ErrorKind {
             ErrorKind::UpstreamUnavailable => "The gateway could not connect to the application. Please try again shortly.",
             ErrorKind::UpstreamTimeout => "The application took too long to respond. Please try again shortly.",
             ErrorKind::ProviderUnavailable => "The identity provider could not be reached, so signing in is not possible right now. Please try again shortly.",
+            ErrorKind::StoreUnavailable => "The gateway cannot check sessions right now. Please try again shortly.",
             ErrorKind::ProviderError => "The sign-in could not be completed because the identity provider's answer was rejected.",
             ErrorKind::Internal => "Something went wrong in the gateway.",
         }

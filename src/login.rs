@@ -21,8 +21,9 @@ use url::Url;
 
 use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::oidc::{AuthCode, ExchangeError, Nonce, PkceVerifier};
-use crate::session::{Claims, LoginState, Session, SessionError};
-use crate::{App, Authenticated, Body};
+use crate::runtime::Ctx;
+use crate::session::{Authenticated, Claims, LoginState, Session, StoreError};
+use crate::Body;
 
 /// Seconds since the Unix epoch.
 pub fn unix_now() -> u64 {
@@ -99,17 +100,18 @@ fn redirect(location: &str, set_cookies: Vec<HeaderValue>) -> Result<Response<Bo
 
 /// Send the browser to the provider to log in, returning to `return_to` afterwards.
 pub fn begin(
-    app: &App,
+    cx: Ctx<'_>,
     return_to: &str,
     request: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    if !app.provider.is_ready() || !app.provider.is_reachable() {
+    let provider = &cx.rt.provider;
+    if !provider.is_ready() || !provider.is_reachable() {
         return Err(GatewayError::new(
             ErrorKind::ProviderUnavailable,
             "login refused: the identity provider is not loaded or not reachable",
         ));
     }
-    let (url, secrets) = app.provider.begin_login().map_err(|e| {
+    let (url, secrets) = provider.begin_login().map_err(|e| {
         GatewayError::new(
             ErrorKind::ProviderUnavailable,
             format!("login refused: {e}"),
@@ -125,7 +127,7 @@ pub fn begin(
         return_to: safe_return_target(return_to).to_string(),
         created_at: unix_now_micros(),
     };
-    let cookies = app.cookies.start_login(&state, request).map_err(|e| {
+    let cookies = cx.snap.cookies.start_login(&state, request).map_err(|e| {
         GatewayError::new(ErrorKind::BadRequest, format!("cannot start a login: {e}"))
     })?;
     tracing::debug!("login started");
@@ -133,13 +135,14 @@ pub fn begin(
 }
 
 /// `GET /oauth2/start?rd=/path`.
-pub fn start<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+pub fn start<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
     let rd = query_param(req.uri().query(), "rd")?.unwrap_or_else(|| "/".into());
-    begin(app, &rd, req.headers())
+    begin(cx, &rd, req.headers())
 }
 
 /// `GET /oauth2/callback?code=...&state=...` (or `error=...`).
-pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+    let (provider, snap) = (&cx.rt.provider, cx.snap);
     let query = req.uri().query();
     let state_param = query_param(query, "state")?;
     if let Some(error) = query_param(query, "error")? {
@@ -159,7 +162,7 @@ pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, 
         GatewayError::new(ErrorKind::LoginFailed, "callback without a state parameter")
     })?;
     let now = unix_now();
-    let (login, clear_login) = app.cookies.finish_login(&state_param, req.headers(), now).ok_or_else(|| {
+    let (login, clear_login) = snap.cookies.finish_login(&state_param, req.headers(), now).ok_or_else(|| {
         GatewayError::new(
             ErrorKind::LoginFailed,
             "callback state does not match a login started in this browser (missing, expired, tampered or already used)",
@@ -170,8 +173,7 @@ pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, 
         .filter(|c| !c.is_empty())
         .ok_or_else(|| GatewayError::new(ErrorKind::LoginFailed, "callback without a code"))?;
 
-    let tokens = app
-        .provider
+    let tokens = provider
         .exchange_code(
             AuthCode::new(code),
             login.pkce_verifier.clone().map(PkceVerifier::new),
@@ -184,8 +186,7 @@ pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, 
             "token response has no id_token (is the openid scope configured?)",
         )
     })?;
-    let claims = app
-        .provider
+    let claims = provider
         .validate_id_token(
             id_token.secret(),
             &Nonce::new(login.nonce.clone()),
@@ -197,29 +198,37 @@ pub async fn callback<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, 
             GatewayError::new(ErrorKind::ProviderError, format!("id_token rejected: {e}"))
         })?;
 
-    let lifetime = app.config.session.lifetime.as_secs();
+    let lifetime = snap.config.session.lifetime.as_secs();
     let session = Session {
-        claims: Claims::new(&session_claims(claims)).map_err(cannot_store)?,
-        id_token: keep_id_token(app, id_token.secret()).then(|| id_token.secret().to_string()),
-        access_token: app
-            .config
-            .headers
-            .pass_access_token
+        claims: Claims::new(&session_claims(claims))
+            .map_err(|e| cannot_store(StoreError::Encode(e)))?,
+        id_token: keep_id_token(cx, id_token.secret()).then(|| id_token.secret().to_string()),
+        access_token: snap
+            .identity
+            .passes_access_token()
             .then(|| tokens.access_token.secret().to_string()),
         refresh_token: None,
         created_at: now,
         expires_at: now.saturating_add(lifetime),
     };
-    let mut cookies = app
-        .cookies
-        .write(&session, req.headers(), now)
+    let mut cookies = cx
+        .rt
+        .sessions
+        .save(&snap.cookies, &session, req.headers(), now)
+        .await
         .map_err(cannot_store)?;
     cookies.push(clear_login);
     tracing::info!(sub = session.sub().unwrap_or("?"), "login succeeded");
     redirect(safe_return_target(&login.return_to), cookies)
 }
 
-fn cannot_store(e: SessionError) -> GatewayError {
+fn cannot_store(e: StoreError) -> GatewayError {
+    if !matches!(e, StoreError::Encode(_)) {
+        return GatewayError::new(
+            ErrorKind::StoreUnavailable,
+            format!("cannot store the session: {e}"),
+        );
+    }
     GatewayError::new(
         ErrorKind::ProviderError,
         format!("cannot store the session: {e}"),
@@ -232,9 +241,9 @@ const MAX_HINT_BYTES: usize = 4096;
 
 /// The id_token is kept when it is sent upstream, or as the `id_token_hint` of RP-initiated logout while
 /// it is small enough not to bloat the session cookie.
-fn keep_id_token(app: &App, id_token: &str) -> bool {
-    app.config.headers.pass_id_token
-        || (app.provider.end_session_endpoint().is_some() && id_token.len() <= MAX_HINT_BYTES)
+fn keep_id_token(cx: Ctx<'_>, id_token: &str) -> bool {
+    cx.snap.identity.passes_id_token()
+        || (cx.rt.provider.end_session_endpoint().is_some() && id_token.len() <= MAX_HINT_BYTES)
 }
 
 fn exchange_error(e: ExchangeError) -> GatewayError {
@@ -286,17 +295,25 @@ fn session_claims(
 
 /// `GET|POST /oauth2/sign_out?rd=/path`: clear the session; RP-initiated logout at the provider when it
 /// publishes an `end_session_endpoint` (OpenID Connect RP-Initiated Logout 1.0).
-pub fn sign_out<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+pub async fn sign_out<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
     let rd = query_param(req.uri().query(), "rd")?.unwrap_or_else(|| "/".into());
     let rd = safe_return_target(&rd);
-    let session = app.cookies.read(req.headers(), unix_now());
-    let cookies = app.cookies.clear(req.headers());
+    let now = unix_now();
+    let session = cx.snap.cookies.read(req.headers(), now);
+    let cookies = cx
+        .rt
+        .sessions
+        .delete(&cx.snap.cookies, req.headers(), now)
+        .await
+        .map_err(|e| {
+            GatewayError::new(ErrorKind::StoreUnavailable, format!("sign-out failed: {e}"))
+        })?;
     if let Some(sub) = session.as_ref().and_then(Session::sub) {
         tracing::info!(sub, "signed out");
     }
-    let location = match app.provider.end_session_endpoint() {
+    let location = match cx.rt.provider.end_session_endpoint() {
         Some(mut end) => {
-            let after = app.config.server.public_url.join(rd).map_err(|_| {
+            let after = cx.snap.config.server.public_url.join(rd).map_err(|_| {
                 GatewayError::new(ErrorKind::BadRequest, "bad sign-out return target")
             })?;
             {
@@ -304,7 +321,7 @@ pub fn sign_out<B>(app: &App, req: &Request<B>) -> Result<Response<Body>, Gatewa
                 if let Some(id_token) = session.as_ref().and_then(|s| s.id_token.as_deref()) {
                     q.append_pair("id_token_hint", id_token);
                 }
-                q.append_pair("client_id", app.provider.client_id());
+                q.append_pair("client_id", cx.rt.provider.client_id());
                 q.append_pair("post_logout_redirect_uri", after.as_str());
             }
             end.to_string()

@@ -25,12 +25,11 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::error::{ErrorKind, GatewayError};
-use crate::session::{Claim, Claims};
 use crate::Body;
 
 mod pool;
 
-pub use pool::PooledBody;
+pub use pool::{Pool, PooledBody};
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -104,7 +103,13 @@ pub struct Upstream {
 }
 
 impl Upstream {
+    /// An upstream with a pool of its own.
     pub fn from_url(url: &Url) -> Upstream {
+        Upstream::with_pool(url, pool::Pool::new(url))
+    }
+
+    /// An upstream whose connections come from `pool` (a pool kept across configurations).
+    pub fn with_pool(url: &Url, pool: Pool) -> Upstream {
         let host = url.host_str().unwrap_or_default();
         let host = if host.contains(':') && !host.starts_with('[') {
             format!("[{host}]")
@@ -121,7 +126,7 @@ impl Upstream {
                 .expect("a validated URL's host and port form an authority"),
             base_path: url.path().trim_end_matches('/').to_string(),
             host: HeaderValue::from_str(&authority).expect("an authority is a valid header value"),
-            pool: pool::Pool::new(url),
+            pool,
         }
     }
 }
@@ -470,61 +475,6 @@ impl Drop for UpstreamBody {
     }
 }
 
-/// The identity headers for a session's claims, per `[headers]`: strings as they are, numbers and booleans
-/// printed, arrays joined with ","; a claim that is missing, an object, or not a valid header value (a
-/// CR, LF or other control character) is left out, the last with a log line, never spliced.
-pub fn identity_headers(
-    claims: &Claims,
-    mapping: &[(HeaderName, String)],
-) -> Vec<(HeaderName, HeaderValue)> {
-    fn scalar(v: &Claim<'_>, out: &mut String) -> bool {
-        match v {
-            Claim::String(s) => out.push_str(s),
-            Claim::Number(n) => out.push_str(&n.to_string()),
-            Claim::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-            _ => return false,
-        }
-        true
-    }
-    let mut headers = Vec::with_capacity(mapping.len());
-    for (name, claim) in mapping {
-        let Some(value) = claims.lookup(claim) else {
-            continue;
-        };
-        if let Claim::String(s) = value {
-            // The common case, without an intermediate copy.
-            match HeaderValue::from_bytes(s.as_bytes()) {
-                Ok(v) => headers.push((name.clone(), v)),
-                Err(_) => {
-                    tracing::warn!(header = %name, claim = %claim, "claim value is not a valid header value; header not sent")
-                }
-            }
-            continue;
-        }
-        let mut text = String::with_capacity(64);
-        let ok = match value {
-            Claim::Array(items) => items.enumerate().all(|(i, item)| {
-                if i > 0 {
-                    text.push(',');
-                }
-                scalar(&item, &mut text)
-            }),
-            other => scalar(&other, &mut text),
-        };
-        if !ok {
-            tracing::warn!(header = %name, claim = %claim, "claim is not a string, number, boolean or array of them; header not sent");
-            continue;
-        }
-        match HeaderValue::from_bytes(text.as_bytes()) {
-            Ok(v) => headers.push((name.clone(), v)),
-            Err(_) => {
-                tracing::warn!(header = %name, claim = %claim, "claim value is not a valid header value; header not sent")
-            }
-        }
-    }
-    headers
-}
-
 /// Copy bytes both ways between the two upgraded connections until either side closes.
 async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
@@ -825,47 +775,6 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
         set_forwarded_for(&mut h, &peer, false);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
-    }
-
-    #[test]
-    fn identity_headers_follow_the_mapping() {
-        let claims = serde_json::json!({
-            "sub": "u1",
-            "groups": ["admins", "staff"],
-            "level": 3,
-            "evil": "x\r\nX-Injected: 1",
-            "obj": {"roles": ["r1"]},
-            "name": "Jos\u{e9}",
-        });
-        let claims = Claims::new(claims.as_object().unwrap()).unwrap();
-        let map = |h: &'static str, c: &str| (HeaderName::from_static(h), c.to_string());
-        let got = identity_headers(
-            &claims,
-            &[
-                map("x-user", "sub"),
-                map("x-groups", "groups"),
-                map("x-level", "level"),
-                map("x-evil", "evil"),
-                map("x-roles", "obj.roles"),
-                map("x-obj", "obj"),
-                map("x-missing", "nope"),
-                map("x-name", "name"),
-            ],
-        );
-        let got: Vec<(String, Vec<u8>)> = got
-            .into_iter()
-            .map(|(h, v)| (h.to_string(), v.as_bytes().to_vec()))
-            .collect();
-        assert_eq!(
-            got,
-            vec![
-                ("x-user".into(), b"u1".to_vec()),
-                ("x-groups".into(), b"admins,staff".to_vec()),
-                ("x-level".into(), b"3".to_vec()),
-                ("x-roles".into(), b"r1".to_vec()),
-                ("x-name".into(), "Jos\u{e9}".as_bytes().to_vec()),
-            ]
-        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 use crate::proxy::ConnInfo;
-use crate::App;
+use crate::runtime::Runtime;
 
 /// Largest request head accepted, in bytes; a larger one gets `431` (HTTP/1.1) or a stream reset (HTTP/2).
 /// Room for a session chunked over several cookies.
@@ -24,16 +24,24 @@ pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// Serve `listener` until `shutdown` completes, then drain for at most the grace period.
 pub async fn serve(
-    app: Arc<App>,
+    rt: Arc<Runtime>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
+    // Listener-level settings are read once: a reload does not rebuild the listener.
+    let (header_read_timeout, grace_period) = {
+        let snap = rt.snapshot();
+        (
+            snap.config.server.header_read_timeout,
+            snap.config.server.grace_period,
+        )
+    };
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(app.config.server.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder
@@ -60,7 +68,7 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
+        let rt = rt.clone();
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let tls = tls.clone();
@@ -68,9 +76,11 @@ pub async fn serve(
             let tls_used = tls.is_some();
             let conn = ConnInfo::new(peer, tls_used);
             let service = service_fn(move |req| {
-                let app = app.clone();
+                let rt = rt.clone();
                 let conn = conn.clone();
-                async move { Ok::<_, std::convert::Infallible>(crate::handle(app, conn, req).await) }
+                async move {
+                    Ok::<_, std::convert::Infallible>(crate::phases::handle(rt, conn, req).await)
+                }
             });
             let result = match tls {
                 Some(acceptor) => {
@@ -118,11 +128,11 @@ pub async fn serve(
     drop(listener);
     tracing::info!(
         "shutting down: no new connections; waiting up to {:?} for in-flight requests",
-        app.config.server.grace_period
+        grace_period
     );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(app.config.server.grace_period) => {
+        () = tokio::time::sleep(grace_period) => {
             tracing::warn!("grace period over; dropping the remaining connections");
         }
     }

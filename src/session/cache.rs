@@ -8,9 +8,19 @@
 //! at another user's entry. Expiry is checked on every hit, exactly as on a fresh decode. The cache is
 //! split into shards behind their own small locks, so no lock is shared by all requests, and each shard
 //! is bounded.
+//!
+//! Revocation: [`SessionCache::invalidate`] drops every entry a predicate selects (a signed-out
+//! session, every session of a `sid` or `sub`), so a revoked session is never served from here. A
+//! request that opened its session before the revocation and inserts it after must not bring it
+//! back: every invalidation advances an epoch first, and an insert made under an older epoch than the
+//! current one is dropped (the check and the insert happen under the shard's lock, and invalidation
+//! takes every shard's lock after advancing the epoch). Entries also carry the generation of the
+//! configuration they were built under (their identity headers depend on it), and a hit needs the
+//! caller's generation.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Entries per shard; the cache holds at most `SHARDS * SHARD_CAPACITY` sessions.
@@ -24,6 +34,7 @@ const TAIL: usize = 32;
 struct Entry<T> {
     raw: Box<[u8]>,
     expires_at: u64,
+    generation: u64,
     value: Arc<T>,
 }
 
@@ -54,6 +65,8 @@ impl Hasher for KeyHasher {
 pub struct SessionCache<T> {
     hasher: std::collections::hash_map::RandomState,
     shards: Box<[Shard<T>]>,
+    /// Advanced by every invalidation; see the module header.
+    epoch: AtomicU64,
 }
 
 impl<T> Default for SessionCache<T> {
@@ -61,6 +74,7 @@ impl<T> Default for SessionCache<T> {
         SessionCache {
             hasher: std::collections::hash_map::RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            epoch: AtomicU64::new(0),
         }
     }
 }
@@ -83,19 +97,36 @@ impl<T> SessionCache<T> {
         &self.shards[(key >> 32) as usize % SHARDS]
     }
 
-    /// The cached value for exactly these bytes, if it has not expired.
-    pub fn get(&self, parts: &[&[u8]], now: u64) -> Option<Arc<T>> {
+    /// The cached value for exactly these bytes, if it has not expired and was built under
+    /// configuration `generation`.
+    pub fn get(&self, parts: &[&[u8]], now: u64, generation: u64) -> Option<Arc<T>> {
         let key = self.key(parts);
         let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let entry = shard.get(&key)?;
-        if now >= entry.expires_at || !same_bytes(&entry.raw, parts) {
+        if now >= entry.expires_at
+            || entry.generation != generation
+            || !same_bytes(&entry.raw, parts)
+        {
             return None;
         }
         Some(entry.value.clone())
     }
 
-    /// Remember `value` for these bytes until `expires_at`.
-    pub fn insert(&self, parts: &[&[u8]], expires_at: u64, value: Arc<T>) {
+    /// The current epoch: read it before opening a session, give it to [`SessionCache::insert`].
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Remember `value` for these bytes until `expires_at`, unless an invalidation happened since
+    /// `epoch` was read (the value may be one it revoked).
+    pub fn insert(
+        &self,
+        parts: &[&[u8]],
+        expires_at: u64,
+        generation: u64,
+        epoch: u64,
+        value: Arc<T>,
+    ) {
         let total: usize = parts.iter().map(|p| p.len()).sum();
         if total > MAX_CACHED_BYTES {
             return;
@@ -103,6 +134,9 @@ impl<T> SessionCache<T> {
         let key = self.key(parts);
         let raw: Box<[u8]> = parts.concat().into_boxed_slice();
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+        if self.epoch.load(Ordering::SeqCst) != epoch {
+            return;
+        }
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&key) {
             // Bounded: drop an arbitrary entry (the map's order follows the keys, which are keyed
             // hashes, random per process).
@@ -115,9 +149,22 @@ impl<T> SessionCache<T> {
             Entry {
                 raw,
                 expires_at,
+                generation,
                 value,
             },
         );
+    }
+
+    /// Drop every entry `revoked` selects (given the cookie bytes and the value), and make inserts
+    /// of values opened before this call fail.
+    pub fn invalidate(&self, revoked: impl Fn(&[u8], &T) -> bool) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        for shard in self.shards.iter() {
+            shard
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .retain(|_, entry| !revoked(&entry.raw, &entry.value));
+        }
     }
 
     #[cfg(test)]
@@ -155,17 +202,39 @@ mod tests {
     fn hits_need_the_exact_bytes_and_an_unexpired_session() {
         let cache = SessionCache::default();
         let value = b"AAAAvalue-with-a-unique-tag-0123456789abcdef".as_slice();
-        cache.insert(&[value], 100, Arc::new("alice"));
-        assert_eq!(cache.get(&[value], 99).as_deref(), Some(&"alice"));
-        assert_eq!(cache.get(&[value], 100), None, "expired");
+        cache.insert(&[value], 100, 7, cache.epoch(), Arc::new("alice"));
+        assert_eq!(cache.get(&[value], 99, 7).as_deref(), Some(&"alice"));
+        assert_eq!(cache.get(&[value], 100, 7), None, "expired");
+        assert_eq!(cache.get(&[value], 99, 8), None, "another configuration");
         // Same tail and length, different body: the full comparison refuses it.
         let mut forged = value.to_vec();
         forged[0] = b'B';
-        assert_eq!(cache.get(&[&forged], 50), None);
+        assert_eq!(cache.get(&[&forged], 50, 7), None);
         // Chunks are the concatenation.
         let (a, b) = value.split_at(10);
-        assert_eq!(cache.get(&[a, b], 50).as_deref(), Some(&"alice"));
-        assert_eq!(cache.get(&[b, a], 50), None);
+        assert_eq!(cache.get(&[a, b], 50, 7).as_deref(), Some(&"alice"));
+        assert_eq!(cache.get(&[b, a], 50, 7), None);
+    }
+
+    #[test]
+    fn invalidation_drops_selected_entries_and_refuses_inserts_opened_before_it() {
+        let cache = SessionCache::default();
+        let (alice, bob) = (
+            b"alice-cookie-0123456789".as_slice(),
+            b"bob-cookie-abcdefghijklm".as_slice(),
+        );
+        cache.insert(&[alice], 100, 0, cache.epoch(), Arc::new("alice"));
+        cache.insert(&[bob], 100, 0, cache.epoch(), Arc::new("bob"));
+        cache.invalidate(|_, v| *v == "alice");
+        assert_eq!(cache.get(&[alice], 1, 0), None);
+        assert_eq!(cache.get(&[bob], 1, 0).as_deref(), Some(&"bob"));
+        // Opened before an invalidation, inserted after it: not cached.
+        let before = cache.epoch();
+        cache.invalidate(|raw, _| raw == alice);
+        cache.insert(&[alice], 100, 0, before, Arc::new("alice"));
+        assert_eq!(cache.get(&[alice], 1, 0), None);
+        cache.insert(&[alice], 100, 0, cache.epoch(), Arc::new("alice"));
+        assert_eq!(cache.get(&[alice], 1, 0).as_deref(), Some(&"alice"));
     }
 
     #[test]
@@ -173,11 +242,11 @@ mod tests {
         let cache = SessionCache::default();
         for i in 0..(SHARDS * SHARD_CAPACITY * 2) {
             let v = format!("value-{i:08}-tail-{i:032}");
-            cache.insert(&[v.as_bytes()], u64::MAX, Arc::new(i));
+            cache.insert(&[v.as_bytes()], u64::MAX, 0, 0, Arc::new(i));
         }
         assert!(cache.len() <= SHARDS * SHARD_CAPACITY);
         let huge = vec![b'x'; MAX_CACHED_BYTES + 1];
-        cache.insert(&[&huge], u64::MAX, Arc::new(0));
-        assert!(cache.get(&[&huge], 0).is_none());
+        cache.insert(&[&huge], u64::MAX, 0, 0, Arc::new(0));
+        assert!(cache.get(&[&huge], 0, 0).is_none());
     }
 }

@@ -1,11 +1,12 @@
-//! Sessions: who is signed in, and the cookies that carry it.
+//! Sessions: who is signed in, the cookies that carry it, and the stores that keep it.
 //!
 //! Owns the [`Session`] and [`LoginState`] types and their cookie codec, [`SessionCookies`]:
 //! AEAD-sealed values (`seal`) holding a compact binary session layout (`payload`, with the claims
-//! kept in their stored form by `claims`), split over
-//! numbered cookies when large (`cookies`), found in the `Cookie` header by an allocation-free
-//! parser (`header`). It does no I/O and never sees a socket, so the whole codec is tested as pure
-//! functions over `http::HeaderMap`.
+//! kept in their stored form by `claims`), the session cookie split over numbered cookies when large
+//! and the per-attempt login-state cookies (`cookies`), found in the `Cookie` header by an
+//! allocation-free parser (`header`). The codec does no I/O and never sees a socket, so it is tested
+//! as pure functions over `http::HeaderMap`. Where sessions are kept, and the cache of opened ones
+//! that hears every revocation, is `store`.
 //!
 //! A cookie that is missing, tampered with, sealed under an unknown key or expired simply means
 //! "no session": reading never fails loudly, because every such case is something a browser or an
@@ -17,6 +18,7 @@ mod cookies;
 mod header;
 mod payload;
 mod seal;
+pub mod store;
 
 use std::fmt;
 
@@ -24,7 +26,8 @@ use serde::{Deserialize, Serialize};
 
 pub use cache::SessionCache;
 pub use claims::{Claim, Claims, Entries, Items};
-pub use cookies::{SessionCookies, CHUNK_LEN, LOGIN_TTL, MAX_CHUNKS, MAX_LOGIN_STATES};
+pub use cookies::{Candidates, SessionCookies, CHUNK_LEN, LOGIN_TTL, MAX_CHUNKS, MAX_LOGIN_STATES};
+pub use store::{Revocation, SessionStore, Sessions, Store, StoreError};
 
 /// The signed-in user's identity as kept in the session store.
 #[derive(Clone, PartialEq)]
@@ -58,6 +61,14 @@ impl fmt::Debug for Session {
             .field("expires_at", &self.expires_at)
             .finish()
     }
+}
+
+/// An opened session with the identity headers it gives upstream: built once per session (and
+/// configuration), then served from the cache for every later request of that session.
+#[derive(Debug)]
+pub struct Authenticated {
+    pub session: Session,
+    pub identity: crate::identity::IdentityHeaders,
 }
 
 /// Cookie name and attributes, from the `[session]` configuration.

@@ -1,0 +1,359 @@
+//! The request path, phase by phase. Every request the server accepts goes through [`handle`], which
+//! runs these phases in this order; each takes what the one before produced and either hands its
+//! result on or ends the request early with an [`Answer`] (a value, never a scattered return):
+//!
+//! 1. [`canonicalize`]: refuse what cannot be routed unambiguously (`CONNECT`, ambiguous paths);
+//!    produce the one canonical path that both routing and the upstream see.
+//! 2. [`route`]: health and readiness are answered here; otherwise the target is one of the gateway's
+//!    endpoints, or a proxied route with its policy and upstream.
+//! 3. [`authenticate`]: who is asking: the session the request's cookies present, through the store
+//!    and the cache of opened sessions.
+//! 4. [`refresh`]: renew a session's tokens before they expire (tokens are not refreshed yet: the
+//!    session passes as it is).
+//! 5. [`authorize`]: whether they may: a deny route refuses, a protected route without a session sends
+//!    browsers to log in and API clients a 401.
+//! 6. [`act`]: the answer: a gateway endpoint (login, sign-out, userinfo, forward-auth) or the upstream's.
+//! 7. [`record`]: what happened, for the logs.
+//!
+//! A phase sees the long-lived [`Runtime`] and the configuration snapshot the request started
+//! under, never a global; adding a phase is one more function here and one line in [`run`].
+
+use std::borrow::Cow;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use hyper::body::Incoming;
+
+use crate::config::Policy;
+use crate::error::{text_response, ErrorKind, GatewayError};
+use crate::login;
+use crate::proxy::ConnInfo;
+use crate::router::{canonical, Endpoint, Target};
+use crate::runtime::{Ctx, Runtime};
+use crate::session::{Authenticated, StoreError};
+use crate::Body;
+
+/// How a request ends before its last phase.
+pub enum Answer {
+    /// A response of the gateway's own, complete (health, readiness, the redirect to log in).
+    Respond(Box<Response<Body>>),
+    /// A refusal or a failure, rendered by `error` for the client: a page, or JSON for API clients.
+    Fail(GatewayError),
+}
+
+impl From<GatewayError> for Answer {
+    fn from(e: GatewayError) -> Answer {
+        Answer::Fail(e)
+    }
+}
+
+/// Who a request comes from, as far as the gateway knows after [`authenticate`] and [`refresh`].
+#[derive(Default)]
+pub struct Caller {
+    /// The opened session and its identity headers; `None`: nobody (yet).
+    pub session: Option<Arc<Authenticated>>,
+    /// `Set-Cookie` values the response must carry (a renewed session).
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+/// Handle one request through every phase; every failure becomes a rendered response, so this never
+/// fails.
+pub(crate) async fn handle(
+    rt: Arc<Runtime>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<Body> {
+    let started = Instant::now();
+    let snap = rt.snapshot();
+    let cx = Ctx {
+        rt: &rt,
+        snap: &snap,
+    };
+    // Shares the bytes of the request's URI: the canonical path can borrow from it while the request
+    // itself is modified and moved.
+    let uri = req.uri().clone();
+    let method = req.method().clone();
+    let api = is_api_request(&req);
+    let response = match run(cx, &conn, &uri, req).await {
+        Ok(response) => response,
+        Err(Answer::Respond(response)) => *response,
+        Err(Answer::Fail(e)) => e.into_response(api),
+    };
+    record(&method, &uri, response.status(), started);
+    response
+}
+
+/// The phases in order.
+async fn run(
+    cx: Ctx<'_>,
+    conn: &ConnInfo,
+    uri: &Uri,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, Answer> {
+    let path = canonicalize(&req, uri, conn)?;
+    let target = route(cx, req.method(), &path)?;
+    let caller = authenticate(cx, &req, target).await?;
+    let caller = refresh(cx, caller).await?;
+    authorize(cx, &req, &path, target, &caller)?;
+    act(cx, conn, req, &path, target, caller).await
+}
+
+/// Phase 1: the canonical path of the request (see `router::canonical`), or 400.
+fn canonicalize<'u, B>(
+    req: &Request<B>,
+    uri: &'u Uri,
+    conn: &ConnInfo,
+) -> Result<Cow<'u, str>, Answer> {
+    if req.method() == Method::CONNECT {
+        return Err(GatewayError::new(ErrorKind::MethodNotAllowed, "CONNECT refused").into());
+    }
+    canonical::canonicalize(uri.path()).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::BadRequest,
+            format!("refused path from {}: {e}", conn.peer),
+        )
+        .into()
+    })
+}
+
+/// Phase 2: the target of the request; health and readiness are answered at once.
+fn route(cx: Ctx<'_>, method: &Method, path: &str) -> Result<Target, Answer> {
+    let target = cx.snap.router.route(method, path);
+    match target {
+        Target::Healthz => Err(Answer::Respond(Box::new(text_response(
+            StatusCode::OK,
+            "text/plain; charset=utf-8",
+            "ok\n",
+        )))),
+        Target::Readyz => Err(Answer::Respond(Box::new(if cx.rt.provider.is_ready() {
+            text_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
+        } else {
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                "not ready\n",
+            )
+        }))),
+        _ => Ok(target),
+    }
+}
+
+/// Phase 3: the session the request presents, if any. Only targets that use an identity look: a deny
+/// route and most endpoints never touch the store. When the store fails, a route that needs a session
+/// answers 503; a public route goes on without one (it never needs one).
+async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Result<Caller, Answer> {
+    let needed = match target {
+        Target::Proxy {
+            policy: Policy::Deny,
+            ..
+        } => return Ok(Caller::default()),
+        Target::Proxy {
+            policy: Policy::Public,
+            ..
+        } => false,
+        Target::Proxy { .. } | Target::Endpoint(Endpoint::Userinfo | Endpoint::Auth) => true,
+        _ => return Ok(Caller::default()),
+    };
+    let snap = cx.snap;
+    let opened = cx
+        .rt
+        .sessions
+        .authenticate(
+            &snap.cookies,
+            req.headers(),
+            login::unix_now(),
+            snap.generation,
+            |session| Authenticated {
+                identity: snap.identity.headers(
+                    &session.claims,
+                    session.access_token.as_deref(),
+                    session.id_token.as_deref(),
+                ),
+                session,
+            },
+        )
+        .await;
+    match opened {
+        Ok(session) => Ok(Caller {
+            session,
+            set_cookies: Vec::new(),
+        }),
+        Err(e) if !needed => {
+            tracing::warn!("{e}; public route served without a session");
+            Ok(Caller::default())
+        }
+        Err(e) => Err(store_failure(e).into()),
+    }
+}
+
+/// Phase 4: renew the session's tokens when they are about to expire. Nothing is refreshed yet.
+async fn refresh(_cx: Ctx<'_>, caller: Caller) -> Result<Caller, Answer> {
+    Ok(caller)
+}
+
+/// Phase 5: whether the caller may reach the target.
+fn authorize<B>(
+    cx: Ctx<'_>,
+    req: &Request<B>,
+    path: &str,
+    target: Target,
+    caller: &Caller,
+) -> Result<(), Answer> {
+    let Target::Proxy { policy, .. } = target else {
+        // The gateway's own endpoints decide for themselves (a callback needs no session).
+        return Ok(());
+    };
+    match policy {
+        Policy::Public => Ok(()),
+        Policy::Deny => Err(GatewayError::new(
+            ErrorKind::Forbidden,
+            format!("route policy denies {path}"),
+        )
+        .into()),
+        Policy::Authenticated if caller.session.is_some() => Ok(()),
+        Policy::Authenticated if is_api_request(req) => Err(GatewayError::new(
+            ErrorKind::Unauthenticated,
+            format!("no session for {path}"),
+        )
+        .into()),
+        Policy::Authenticated => {
+            let return_to = match req.uri().query() {
+                Some(q) => format!("{path}?{q}"),
+                None => path.to_string(),
+            };
+            let redirect = login::begin(cx, &return_to, req.headers())?;
+            Err(Answer::Respond(Box::new(redirect)))
+        }
+    }
+}
+
+/// Phase 6: the gateway's endpoint, or the upstream's answer.
+async fn act(
+    cx: Ctx<'_>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    path: &str,
+    target: Target,
+    caller: Caller,
+) -> Result<Response<Body>, Answer> {
+    let mut response = match target {
+        Target::Endpoint(endpoint) => {
+            let method = req.method();
+            let get = method == Method::GET || method == Method::HEAD;
+            match endpoint {
+                Endpoint::Start if get => login::start(cx, &req),
+                Endpoint::Callback if get => login::callback(cx, &req).await,
+                Endpoint::SignOut if get || method == Method::POST => {
+                    login::sign_out(cx, &req).await
+                }
+                Endpoint::Userinfo if get => login::userinfo(caller.session.as_deref()),
+                Endpoint::Auth if get => login::auth(caller.session.as_deref()),
+                Endpoint::Unknown => Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!("no endpoint {path}"),
+                )),
+                _ => Err(GatewayError::new(
+                    ErrorKind::MethodNotAllowed,
+                    format!("{method} not allowed on {path}"),
+                )),
+            }?
+        }
+        Target::Proxy { upstream, .. } => {
+            let snap = cx.snap;
+            let identity = caller
+                .session
+                .as_deref()
+                .map_or(&[][..], |a| &a.identity[..]);
+            snap.cookies.strip_own_cookies(req.headers_mut());
+            snap.proxy
+                .forward(req, conn, path, &snap.upstreams[upstream], identity)
+                .await?
+        }
+        Target::Healthz | Target::Readyz => unreachable!("answered by the route phase"),
+    };
+    for cookie in caller.set_cookies {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
+    Ok(response)
+}
+
+/// Phase 7: one line per request at debug level: method, path (never the query, which may hold a
+/// code or a state), status and duration.
+fn record(method: &Method, uri: &Uri, status: StatusCode, started: Instant) {
+    tracing::debug!(
+        %method,
+        path = uri.path(),
+        status = status.as_u16(),
+        duration_us = started.elapsed().as_micros() as u64,
+        "request"
+    );
+}
+
+/// A store failure as the client sees it: 503, with the cause in the log.
+fn store_failure(e: StoreError) -> GatewayError {
+    match e {
+        StoreError::Encode(e) => GatewayError::new(
+            ErrorKind::Internal,
+            format!("session could not be encoded: {e}"),
+        ),
+        e => GatewayError::new(ErrorKind::StoreUnavailable, e.to_string()),
+    }
+}
+
+const X_REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requested-with");
+
+/// Whether the client is a program rather than a browser navigating (SPEC: API requests get `401` JSON,
+/// never a redirect): a method other than GET/HEAD, `X-Requested-With: XMLHttpRequest`, or an `Accept`
+/// that asks for JSON rather than HTML.
+pub fn is_api_request<B>(req: &Request<B>) -> bool {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return true;
+    }
+    let headers = req.headers();
+    if headers
+        .get(X_REQUESTED_WITH)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))
+    {
+        return true;
+    }
+    match headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()) {
+        None => false,
+        Some(accept) => {
+            let html = accept.contains("text/html") || accept.contains("*/*");
+            !html || (accept.contains("application/json") && !accept.contains("text/html"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(method: Method, accept: Option<&str>, xhr: bool) -> Request<()> {
+        let mut b = Request::builder().method(method).uri("/");
+        if let Some(a) = accept {
+            b = b.header(header::ACCEPT, a);
+        }
+        if xhr {
+            b = b.header("x-requested-with", "XMLHttpRequest");
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn browsers_and_api_clients_are_told_apart() {
+        let browser = "text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8";
+        assert!(!is_api_request(&req(Method::GET, Some(browser), false)));
+        assert!(!is_api_request(&req(Method::HEAD, None, false)));
+        assert!(!is_api_request(&req(Method::GET, Some("*/*"), false)));
+        assert!(is_api_request(&req(
+            Method::GET,
+            Some("application/json"),
+            false
+        )));
+        assert!(is_api_request(&req(Method::GET, Some(browser), true)));
+        assert!(is_api_request(&req(Method::POST, Some(browser), false)));
+        assert!(is_api_request(&req(Method::GET, Some("image/png"), false)));
+    }
+}

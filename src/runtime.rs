@@ -1,0 +1,255 @@
+//! What the gateway holds while it runs, in two parts with different lives.
+//!
+//! - [`Runtime`]: built once per process and kept: the identity provider (its metadata and key cache),
+//!   the session store with its cache of opened sessions, the upstream connection pools. Nothing here
+//!   depends on a configuration value that a reload may change without a restart.
+//! - [`Snapshot`]: built from one validated [`Config`]: the route table, the header rules, the identity
+//!   mapping, the cookie codec. The runtime holds the current one in an `ArcSwap`; each request takes
+//!   the snapshot in force when it arrives and keeps it to its end, and [`Runtime::reload`] swaps in a
+//!   new one, so a reload changes what later requests see without dropping a connection or a session.
+//!
+//! Handlers get both as a [`Ctx`] and never reach for a global.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use arc_swap::ArcSwap;
+use secrecy::ExposeSecret as _;
+use url::Url;
+
+use crate::config::{ClientAuthMethod, Config};
+use crate::identity::IdentityMapping;
+use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
+use crate::proxy::{Pool, Proxy, Upstream};
+use crate::router::Router;
+use crate::session::store::CookieStore;
+use crate::session::{CookieSettings, SessionCookies, Sessions, Store};
+
+/// The long-lived part: see the module header.
+pub struct Runtime {
+    pub provider: Arc<Provider>,
+    pub sessions: Sessions,
+    pools: Pools,
+    snapshot: ArcSwap<Snapshot>,
+    generations: AtomicU64,
+}
+
+/// What a handler works with: the runtime, and the snapshot its request started under.
+#[derive(Clone, Copy)]
+pub struct Ctx<'a> {
+    pub rt: &'a Runtime,
+    pub snap: &'a Snapshot,
+}
+
+impl Runtime {
+    /// Build the runtime and the first snapshot. No network traffic: the provider's metadata is
+    /// loaded by [`Provider::spawn_loader`] (the caller starts it), so public routes are served while
+    /// the provider is unreachable.
+    pub fn new(config: Config) -> Result<Arc<Runtime>, String> {
+        let provider = Provider::new(provider_config(&config)).map_err(|e| e.to_string())?;
+        let store = Store::Cookie(CookieStore::new(config.session.lifetime));
+        let pools = Pools::default();
+        let snapshot = Snapshot::build(config, 0, &pools)?;
+        Ok(Arc::new(Runtime {
+            provider,
+            sessions: Sessions::new(store),
+            pools,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            generations: AtomicU64::new(0),
+        }))
+    }
+
+    /// The snapshot in force: a request keeps the one it started with.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replace the snapshot with one built from `config`. Requests already running finish under the
+    /// old one; connections and sessions are untouched. Keys that belong to the runtime (the provider,
+    /// the listener, the store) keep their running values; their names are returned so the caller
+    /// can say that they need a restart.
+    pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
+        let current = self.snapshot();
+        let restart = needs_restart(&current.config, &config);
+        let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
+        let snapshot = Snapshot::build(config, generation, &self.pools)?;
+        self.sessions
+            .note_lifetime(snapshot.config.session.lifetime);
+        self.snapshot.store(Arc::new(snapshot));
+        Ok(restart)
+    }
+}
+
+/// The part built from one configuration: see the module header.
+pub struct Snapshot {
+    /// Tells snapshots apart: what is cached under one (identity headers) is not served under another.
+    pub generation: u64,
+    pub config: Config,
+    pub router: Router,
+    /// Slot 0 is `[upstream]`; route-specific upstreams follow.
+    pub upstreams: Vec<Upstream>,
+    pub proxy: Proxy,
+    pub identity: IdentityMapping,
+    pub cookies: SessionCookies,
+}
+
+impl Snapshot {
+    fn build(config: Config, generation: u64, pools: &Pools) -> Result<Snapshot, String> {
+        let previous: Vec<Vec<u8>> = config
+            .session
+            .previous_secrets
+            .iter()
+            .map(|s| s.expose_secret().clone())
+            .collect();
+        let cookies = SessionCookies::new(
+            CookieSettings {
+                name: config.session.cookie_name.clone(),
+                secure: config.session.secure,
+                max_age: config.session.lifetime,
+                domain: None,
+            },
+            config.session.secret.expose_secret(),
+            &previous,
+        )
+        .map_err(|e| format!("session: {e}"))?;
+        let mut upstreams = vec![pools.upstream(&config.upstream.url)];
+        let mut route_slots = Vec::with_capacity(config.routes.len());
+        for route in &config.routes {
+            match &route.upstream {
+                Some(url) => {
+                    upstreams.push(pools.upstream(url));
+                    route_slots.push(upstreams.len() - 1);
+                }
+                None => route_slots.push(0),
+            }
+        }
+        let router = Router::new(
+            &config.server.prefix,
+            &config.routes,
+            &config.route_set,
+            |i| route_slots[i],
+        );
+        let identity = IdentityMapping::new(&config.headers);
+        let proxy = Proxy::new(
+            config.upstream.connect_timeout,
+            config.upstream.timeout,
+            config.upstream.preserve_host,
+            config.server.trusted_proxies.clone(),
+            identity.names(),
+        );
+        Ok(Snapshot {
+            generation,
+            config,
+            router,
+            upstreams,
+            proxy,
+            identity,
+            cookies,
+        })
+    }
+}
+
+/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections.
+#[derive(Default)]
+struct Pools {
+    by_origin: Mutex<HashMap<String, Pool>>,
+}
+
+impl Pools {
+    fn upstream(&self, url: &Url) -> Upstream {
+        let origin = url.origin().ascii_serialization();
+        let pool = self
+            .by_origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(origin)
+            .or_insert_with(|| Pool::new(url))
+            .clone();
+        Upstream::with_pool(url, pool)
+    }
+}
+
+/// Keys whose running value belongs to the runtime and that differ between `old` and `new`.
+fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.oidc, &new.oidc);
+    let endpoints = |c: &crate::config::OidcConfig| {
+        [
+            c.authorization_endpoint.clone(),
+            c.token_endpoint.clone(),
+            c.jwks_uri.clone(),
+            c.userinfo_endpoint.clone(),
+            c.end_session_endpoint.clone(),
+        ]
+    };
+    let secret = |c: &crate::config::OidcConfig| {
+        c.client_secret
+            .as_ref()
+            .map(|s| s.expose_secret().to_string())
+    };
+    let checks: [(&'static str, bool); 9] = [
+        ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.tls_cert_file",
+            old.server.tls.as_ref().map(|t| (&t.cert_file, &t.key_file))
+                != new.server.tls.as_ref().map(|t| (&t.cert_file, &t.key_file)),
+        ),
+        ("server.prefix", old.server.prefix != new.server.prefix),
+        ("oidc.issuer", o.issuer != n.issuer),
+        ("oidc.client_id", o.client_id != n.client_id),
+        ("oidc.client_auth", o.client_auth != n.client_auth),
+        ("oidc.client_secret", secret(o) != secret(n)),
+        ("oidc.scopes", o.scopes != n.scopes || o.pkce != n.pkce),
+        ("oidc endpoints", endpoints(o) != endpoints(n)),
+    ];
+    checks
+        .into_iter()
+        .filter_map(|(key, changed)| changed.then_some(key))
+        .collect()
+}
+
+/// The relying-party settings of `[oidc]`, as the `oidc` module takes them.
+pub fn provider_config(config: &Config) -> ProviderConfig {
+    let oidc = &config.oidc;
+    let secret = || {
+        ClientSecret::new(
+            oidc.client_secret
+                .as_ref()
+                .map(|s| s.expose_secret().to_string())
+                .unwrap_or_default(),
+        )
+    };
+    let client_auth = match oidc.client_auth {
+        ClientAuthMethod::SecretBasic => ClientAuth::SecretBasic(secret()),
+        ClientAuthMethod::SecretPost => ClientAuth::SecretPost(secret()),
+        ClientAuthMethod::PrivateKeyJwt => ClientAuth::PrivateKeyJwt {
+            key_pem: oidc
+                .private_key
+                .as_ref()
+                .map(|k| k.expose_secret().clone())
+                .unwrap_or_default()
+                .into(),
+            key_id: oidc.private_key_id.clone(),
+        },
+        ClientAuthMethod::None => ClientAuth::None,
+    };
+    ProviderConfig {
+        issuer: oidc.issuer.clone(),
+        client_id: oidc.client_id.clone(),
+        client_auth,
+        scopes: oidc.scopes.clone(),
+        pkce: oidc.pkce,
+        redirect_uri: crate::login::redirect_uri(&config.server.public_url, &config.server.prefix),
+        endpoints: EndpointOverrides {
+            authorization_endpoint: oidc.authorization_endpoint.clone(),
+            token_endpoint: oidc.token_endpoint.clone(),
+            jwks_uri: oidc.jwks_uri.clone(),
+            userinfo_endpoint: oidc.userinfo_endpoint.clone(),
+            end_session_endpoint: oidc.end_session_endpoint.clone(),
+        },
+        clock_skew: oidc.clock_skew,
+        http_timeout: oidc.http_timeout,
+        jwks_min_refetch_interval: oidc.jwks_refetch_interval,
+        extra_auth_params: Vec::new(),
+    }
+}

@@ -126,9 +126,13 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
+    let addr = listener.local_addr()?;
+    // On stdout, for whoever started the process: the address actually bound (`listen` may name
+    // port 0).
+    println!("listening on {addr}");
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        listen = %listener.local_addr()?,
+        listen = %addr,
         public_url = %config.server.public_url,
         upstream = %config.upstream.url,
         "portcullis started"

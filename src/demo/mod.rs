@@ -61,12 +61,9 @@ pub fn demo_config_text(ports: DemoPorts) -> String {
         )
 }
 
-/// Run the demo until SIGINT or SIGTERM.
+/// Run the demo until SIGINT or SIGTERM. A port of 0 lets the system choose; the printed URLs name
+/// the ports actually bound.
 pub async fn run(ports: DemoPorts) -> anyhow::Result<()> {
-    let config = Config::from_toml_str(&demo_config_text(ports), &BTreeMap::new())
-        .context("embedded demo configuration")?;
-    crate::telemetry::init(&config.log);
-
     let bind = |port: u16, what: &'static str| async move {
         tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
@@ -77,6 +74,14 @@ pub async fn run(ports: DemoPorts) -> anyhow::Result<()> {
     let provider_listener = bind(ports.provider, "development provider").await?;
     let app_listener = bind(ports.app, "demo application").await?;
     let gateway_listener = bind(ports.gateway, "gateway").await?;
+    let ports = DemoPorts {
+        gateway: gateway_listener.local_addr()?.port(),
+        provider: provider_listener.local_addr()?.port(),
+        app: app_listener.local_addr()?.port(),
+    };
+    let config = Config::from_toml_str(&demo_config_text(ports), &BTreeMap::new())
+        .context("embedded demo configuration")?;
+    crate::telemetry::init(&config.log);
 
     let public_url = config.server.public_url.clone();
     let secret = config

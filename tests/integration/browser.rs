@@ -64,6 +64,8 @@ impl std::io::Write for LogWriter {
 /// The development provider, an upstream and the gateway, wired together.
 pub struct Stack {
     pub provider: DevProvider,
+    /// The provider's port, held while the provider is stopped (see `ClosedPort`).
+    pub provider_port: ClosedPort,
     pub upstream: TestUpstream,
     pub gateway: portcullis::RunningGateway,
     pub base: String,
@@ -128,8 +130,10 @@ pub async fn stack(opts: StackOptions) -> Stack {
             )
         }
     };
+    let provider_listener = reusable_listener();
+    let provider_port = ClosedPort::at(provider_listener.local_addr().unwrap());
     let provider = DevProvider::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        provider_listener,
         DevProviderOptions {
             clients: vec![DevClient {
                 client_id: CLIENT_ID.into(),
@@ -158,6 +162,7 @@ pub async fn stack(opts: StackOptions) -> Stack {
     wait_ready(&base).await;
     Stack {
         provider,
+        provider_port,
         upstream,
         gateway,
         base,

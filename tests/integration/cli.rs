@@ -87,6 +87,35 @@ fn each_bad_configuration_exits_with_one_line_naming_the_key() {
 }
 
 #[test]
+fn a_misspelt_environment_key_stops_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, gateway_toml("http://127.0.0.1:8080", "")).unwrap();
+    for args in [&["check", "--offline"][..], &[][..]] {
+        let out = bin()
+            .args(args)
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "off")
+            .env("PORTCULLIS_SERVICE_HOST", "10.0.0.1")
+            .env("PORTCULLIS_OIDC__CLIENT_SECRETT", "typo")
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success(),
+            "{args:?} started with a misspelt key"
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(
+            stderr.contains("oidc.client_secrett")
+                && stderr.contains("PORTCULLIS_OIDC__CLIENT_SECRETT"),
+            "{stderr}"
+        );
+    }
+}
+
+#[test]
 fn unreadable_configuration_file_is_named() {
     let out = bin()
         .args(["check", "--config", "/nonexistent/gateway.toml"])

@@ -4,7 +4,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
 use crate::browser::Browser;
-use crate::support::free_port;
 
 struct Demo(std::process::Child);
 
@@ -17,15 +16,10 @@ impl Drop for Demo {
 
 #[tokio::test]
 async fn scripted_login_against_the_demo_binary() {
-    let (gateway, provider, app) = (free_port(), free_port(), free_port());
+    // Port 0 everywhere: the demo binds what the system gives it and prints the URL.
     let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
-        .args(["demo", "--gateway-port", &gateway.to_string()])
-        .args([
-            "--provider-port",
-            &provider.to_string(),
-            "--app-port",
-            &app.to_string(),
-        ])
+        .args(["demo", "--gateway-port", "0"])
+        .args(["--provider-port", "0", "--app-port", "0"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -33,22 +27,31 @@ async fn scripted_login_against_the_demo_binary() {
         .unwrap();
     let stdout = child.stdout.take().unwrap();
     let demo = Demo(child);
-    // The demo prints the URL to open once everything listens.
-    let url = tokio::task::spawn_blocking(move || {
+    // The demo prints the URL to open and the provider's once everything listens.
+    let (url, provider) = tokio::task::spawn_blocking(move || {
         let mut lines = BufReader::new(stdout).lines();
+        let mut url = None;
         while let Some(line) = lines.next() {
             let line = line.unwrap();
-            if let Some(rest) = line.trim().strip_prefix("Open ") {
+            let line = line.trim();
+            if let Some(rest) = line.strip_prefix("Open ") {
+                url = Some(rest.split_whitespace().next().unwrap().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("Provider: ") {
+                let provider = rest.split_whitespace().next().unwrap().to_string();
                 // Keep reading: the demo prints more lines, and a closed pipe would end it.
                 std::thread::spawn(move || lines.for_each(drop));
-                return rest.split_whitespace().next().unwrap().to_string();
+                return (url.expect("the URL comes first"), provider);
             }
         }
-        panic!("the demo exited without printing a URL");
+        panic!("the demo exited without printing its URLs");
     })
     .await
     .unwrap();
-    assert_eq!(url, format!("http://localhost:{gateway}/"));
+    assert!(
+        url.starts_with("http://localhost:") && url.ends_with('/') && !url.contains(":0/"),
+        "{url}"
+    );
 
     let b = Browser::new();
     crate::browser::wait_ready(url.trim_end_matches('/')).await;
@@ -68,10 +71,7 @@ async fn scripted_login_against_the_demo_binary() {
     let config = concat!(env!("CARGO_MANIFEST_DIR"), "/gateway.toml");
     let out = Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config", config])
-        .env(
-            "PORTCULLIS_OIDC__ISSUER",
-            format!("http://127.0.0.1:{provider}"),
-        )
+        .env("PORTCULLIS_OIDC__ISSUER", &provider)
         .output()
         .unwrap();
     assert!(

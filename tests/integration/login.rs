@@ -589,6 +589,7 @@ async fn provider_down_keeps_sessions_refuses_logins_and_recovers() {
 
     let Stack {
         provider,
+        provider_port,
         upstream,
         gateway,
         base,
@@ -607,8 +608,9 @@ async fn provider_down_keeps_sessions_refuses_logins_and_recovers() {
     let r = fresh.get(&format!("{base}/private")).await;
     assert_eq!(r.status(), 503);
 
-    // The provider comes back on the same address; logins work again.
-    let listener = tokio::net::TcpListener::bind(provider_addr).await.unwrap();
+    // The provider comes back on the same address (held all along); logins work again.
+    assert_eq!(provider_port.addr(), provider_addr);
+    let listener = provider_port.listen();
     let dev = devidp::DevProvider::start(
         listener,
         devidp::DevProviderOptions {
@@ -643,9 +645,9 @@ async fn provider_down_keeps_sessions_refuses_logins_and_recovers() {
 #[tokio::test]
 async fn a_gateway_started_while_the_provider_is_down_serves_public_routes() {
     let up = TestUpstream::start("app").await;
-    let port = free_port();
+    let down = ClosedPort::new();
     let text = gateway_toml(&up.url(), PUBLIC_ROUTE)
-        .replace("http://127.0.0.1:9", &format!("http://127.0.0.1:{port}"));
+        .replace("http://127.0.0.1:9", &format!("http://{}", down.addr()));
     let gw = gateway(&text).await;
     let base = format!("http://{}", gw.addr());
     let c = client();

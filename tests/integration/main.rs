@@ -11,4 +11,5 @@ mod login;
 mod node;
 mod proxy;
 mod routes;
+mod runtime;
 mod support;

@@ -293,7 +293,8 @@ fn alive_tasks() -> usize {
 #[tokio::test]
 async fn upstream_failures_give_502_and_504_and_leave_nothing_behind() {
     // Refused: a port with no listener.
-    let closed = format!("http://127.0.0.1:{}", free_port());
+    let closed_port = ClosedPort::new();
+    let closed = format!("http://{}", closed_port.addr());
     let gw = gateway(&gateway_toml(&closed, PUBLIC)).await;
     let quick = reqwest::Client::builder()
         .timeout(Duration::from_secs(1))

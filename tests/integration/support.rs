@@ -271,22 +271,44 @@ pub struct GatewayProcess {
 }
 
 impl GatewayProcess {
-    /// Start the binary on a port chosen here and wait until it answers `/healthz`.
+    /// Start the binary on a port of its choosing (`listen` on port 0), read the address it prints,
+    /// and wait until it answers `/healthz`.
     pub async fn start(text_with_port_zero: &str) -> GatewayProcess {
-        let port = free_port();
-        let text = text_with_port_zero.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        GatewayProcess::start_with_env(text_with_port_zero, &[]).await
+    }
+
+    /// [`GatewayProcess::start`] with these variables added to its environment.
+    pub async fn start_with_env(text_with_port_zero: &str, env: &[(&str, &str)]) -> GatewayProcess {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("gateway.toml");
-        std::fs::write(&path, text).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        std::fs::write(&path, text_with_port_zero).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_portcullis"))
             .arg("--config")
             .arg(&path)
             .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
             .unwrap();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        // The first line on stdout names the address; the rest is drained so the pipe never fills.
+        let addr = tokio::task::spawn_blocking(move || {
+            use std::io::BufRead as _;
+            let mut lines = std::io::BufReader::new(stdout).lines();
+            let first = lines.next().and_then(Result::ok).unwrap_or_default();
+            std::thread::spawn(move || lines.for_each(drop));
+            first
+        })
+        .await
+        .unwrap();
+        let Some(addr) = addr
+            .strip_prefix("listening on ")
+            .and_then(|a| a.trim().parse::<SocketAddr>().ok())
+        else {
+            let status = child.wait().unwrap();
+            panic!("the gateway printed no address ({addr:?}) and exited: {status}");
+        };
         let mut process = GatewayProcess {
             child,
             addr,
@@ -332,12 +354,40 @@ impl Drop for GatewayProcess {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// A loopback port held but not listening, for as long as this lives: connections to it are refused,
+/// and nothing else can take it meanwhile (unlike a port bound, released and named).
+pub struct ClosedPort {
+    socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    pub fn new() -> ClosedPort {
+        ClosedPort::at("127.0.0.1:0".parse().unwrap())
+    }
+
+    /// Hold `addr`, which a listener of [`reusable_listener`] may hold too: once that listener closes,
+    /// connections are refused and the port stays ours until [`ClosedPort::listen`].
+    pub fn at(addr: SocketAddr) -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_reuseport(true).unwrap();
+        socket.bind(addr).unwrap();
+        ClosedPort { socket }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.socket.local_addr().unwrap()
+    }
+
+    /// Start listening on the held port.
+    pub fn listen(self) -> TcpListener {
+        self.socket.listen(1024).unwrap()
+    }
+}
+
+/// A listener on a free loopback port that a [`ClosedPort`] can share (`SO_REUSEPORT`), so a test can
+/// stop a server and bring it back on the same address without ever letting the port go.
+pub fn reusable_listener() -> TcpListener {
+    ClosedPort::new().listen()
 }
 
 /// A raw HTTP/1.1 exchange: send `request` verbatim, read until the server closes, return the status

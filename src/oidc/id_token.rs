@@ -6,12 +6,11 @@
 //! [`UnverifiedIdToken::verify_signature`] (retried by the provider after a refetch), and
 //! [`VerifiedIdToken::check_claims`].
 //!
-//! Why it is shaped so: the header is parsed here, not by a library, so the algorithm allow-list
-//! is enforced before any key is touched (no `none`, no HMAC keyed with a public key). jsonwebtoken
-//! only checks the signature; every claim is checked below with an injectable clock, and each
-//! failure has its own [`IdTokenError`] variant so the log line says which check failed.
+//! Why it is shaped so: structure, header and signature are the JWS core's (`jws`), shared by every
+//! token kind; every claim is checked below with an injectable clock, and each failure has its own
+//! [`IdTokenError`] variant so the log line says which check failed.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -20,10 +19,10 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::jwks::KeySet;
+use super::jws::{
+    audiences, numeric_date, truncate, unix_seconds, JwsError, UnverifiedJws, VerifiedJws,
+};
 use super::Nonce;
-
-/// Tokens longer than this are refused before decoding (generous: large group claims fit).
-const MAX_TOKEN_LEN: usize = 64 * 1024;
 
 /// Why an id_token was refused; each variant names one check.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -77,178 +76,57 @@ pub struct Expectations<'a> {
     pub now: SystemTime,
 }
 
-/// Maps a header `alg` to an allowed algorithm. Anything else, `none` and `HS*` included, is
-/// refused: HMAC would let anyone holding the public key (everyone) forge tokens.
-fn allowed_algorithm(alg: &str) -> Option<Algorithm> {
-    Some(match alg {
-        "RS256" => Algorithm::RS256,
-        "RS384" => Algorithm::RS384,
-        "RS512" => Algorithm::RS512,
-        "PS256" => Algorithm::PS256,
-        "PS384" => Algorithm::PS384,
-        "PS512" => Algorithm::PS512,
-        "ES256" => Algorithm::ES256,
-        "ES384" => Algorithm::ES384,
-        "EdDSA" => Algorithm::EdDSA,
-        _ => return None,
-    })
-}
-
-/// A token whose structure and header have been checked, but not yet its signature.
+/// An id_token whose structure and header have been checked, but not yet its signature.
 #[derive(Debug)]
-pub struct UnverifiedIdToken<'a> {
-    alg: Algorithm,
-    alg_name: String,
-    kid: Option<String>,
-    signing_input: &'a str,
-    signature: &'a str,
-    claims: Map<String, Value>,
-}
+pub struct UnverifiedIdToken<'a>(UnverifiedJws<'a>);
 
-/// A token whose signature verified with a provider key; only its claims remain to check.
+/// An id_token whose signature verified with a provider key; only its claims remain to check.
 #[derive(Debug)]
-pub struct VerifiedIdToken<'t, 'a> {
-    token: &'t UnverifiedIdToken<'a>,
-}
+pub struct VerifiedIdToken<'t, 'a>(VerifiedJws<'t, 'a>);
 
-fn b64_json(part: &str, what: &'static str) -> Result<Map<String, Value>, IdTokenError> {
-    let bytes = URL_SAFE_NO_PAD
-        .decode(part)
-        .map_err(|_| IdTokenError::Malformed(what))?;
-    match serde_json::from_slice(&bytes) {
-        Ok(Value::Object(map)) => Ok(map),
-        _ => Err(IdTokenError::Malformed(what)),
+impl From<JwsError> for IdTokenError {
+    fn from(e: JwsError) -> IdTokenError {
+        match e {
+            JwsError::Malformed(what) => IdTokenError::Malformed(what),
+            JwsError::UnsupportedAlgorithm(alg) => IdTokenError::UnsupportedAlgorithm(alg),
+            JwsError::UnknownKey => IdTokenError::UnknownKey,
+            JwsError::KeyAlgorithmMismatch => IdTokenError::KeyAlgorithmMismatch,
+            JwsError::BadSignature => IdTokenError::BadSignature,
+        }
     }
 }
 
 impl<'a> UnverifiedIdToken<'a> {
-    /// Splits the compact JWS and checks the header: three parts, JSON, an allowed `alg`.
+    /// Splits the compact JWS and checks the header: three parts, JSON, an allowed `alg` (step 7,
+    /// before any key is looked at). Step 1: an encrypted id_token (five-part JWE) is refused.
     pub fn parse(token: &'a str) -> Result<Self, IdTokenError> {
-        if token.len() > MAX_TOKEN_LEN {
-            return Err(IdTokenError::Malformed("token too long"));
-        }
-        let parts: Vec<&str> = token.split('.').collect();
-        let [header, payload, signature] = parts.as_slice() else {
-            // Step 1: an encrypted id_token (five-part JWE) would need a client decryption key;
-            // portcullis registers none, so it is refused here.
-            return Err(IdTokenError::Malformed("not a three-part signed JWT"));
-        };
-        let header_map = b64_json(header, "header is not base64url JSON")?;
-        let alg_name = header_map
-            .get("alg")
-            .and_then(Value::as_str)
-            .ok_or(IdTokenError::Malformed("header has no alg"))?;
-        // Step 7: the alg must be one we allow; checked before any key is looked at.
-        let alg = allowed_algorithm(alg_name)
-            .ok_or_else(|| IdTokenError::UnsupportedAlgorithm(truncate(alg_name, 32)))?;
-        // RFC 7515 4.1.11: a `crit` header names extensions we would have to understand.
-        if header_map.contains_key("crit") {
-            return Err(IdTokenError::Malformed("header has crit extensions"));
-        }
-        // `jku`, `jwk`, `x5u`, `x5c` in the header are ignored on purpose: keys come only from the
-        // provider's JWKS, never from the token itself.
-        let kid = match header_map.get("kid") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s.clone()),
-            Some(_) => return Err(IdTokenError::Malformed("kid is not a string")),
-        };
-        let claims = b64_json(payload, "payload is not base64url JSON")?;
-        let signing_input_len = header.len() + 1 + payload.len();
-        Ok(Self {
-            alg,
-            alg_name: alg_name.to_owned(),
-            kid,
-            signing_input: token.get(..signing_input_len).unwrap_or_default(),
-            signature,
-            claims,
-        })
+        Ok(UnverifiedIdToken(UnverifiedJws::parse(token)?))
     }
 
     pub fn kid(&self) -> Option<&str> {
-        self.kid.as_deref()
+        self.0.kid()
+    }
+
+    /// The token as the JWS core sees it, for signature checks elsewhere (the provider's refetch).
+    pub fn as_jws(&self) -> &UnverifiedJws<'a> {
+        &self.0
     }
 
     pub fn algorithm(&self) -> Algorithm {
-        self.alg
+        self.0.algorithm()
     }
 
-    /// Steps 6 to 8: the signature, with the key named by `kid`, or for a token without `kid`
-    /// with each key of the alg's family. `UnknownKey` means no candidate key exists, which the
-    /// provider answers with one (rate-limited) JWKS refetch.
+    /// Steps 6 to 8: the signature (see [`UnverifiedJws::verify_signature`]).
     pub fn verify_signature<'t>(
         &'t self,
         keys: &KeySet,
     ) -> Result<VerifiedIdToken<'t, 'a>, IdTokenError> {
-        let named: Vec<_> = keys
-            .keys()
-            .iter()
-            .filter(|k| match &self.kid {
-                Some(kid) => k.kid.as_deref() == Some(kid.as_str()),
-                None => true,
-            })
-            .collect();
-        let fitting: Vec<_> = named
-            .iter()
-            .filter(|k| k.kind.supports(self.alg))
-            // RFC 7517 4.4: a key that states its alg may only be used with that alg.
-            .filter(|k| k.alg.as_deref().is_none_or(|a| a == self.alg_name))
-            .collect();
-        if fitting.is_empty() {
-            return Err(if self.kid.is_some() && !named.is_empty() {
-                IdTokenError::KeyAlgorithmMismatch
-            } else {
-                IdTokenError::UnknownKey
-            });
-        }
-        let verified = fitting.iter().any(|k| {
-            jsonwebtoken::crypto::verify(
-                self.signature,
-                self.signing_input.as_bytes(),
-                &k.key,
-                self.alg,
-            )
-            .unwrap_or(false)
-        });
-        if verified {
-            Ok(VerifiedIdToken { token: self })
-        } else {
-            Err(IdTokenError::BadSignature)
-        }
+        Ok(VerifiedIdToken(self.0.verify_signature(keys)?))
     }
 }
 
-fn truncate(s: &str, max: usize) -> String {
-    s.chars().take(max).collect()
-}
-
-/// A NumericDate (RFC 7519 2): seconds since the epoch, possibly fractional.
-fn numeric_date(
-    claims: &Map<String, Value>,
-    name: &'static str,
-) -> Result<Option<i64>, IdTokenError> {
-    match claims.get(name) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => {
-            if let Some(i) = n.as_i64() {
-                Ok(Some(i))
-            } else if n.as_u64().is_some() {
-                Ok(Some(i64::MAX))
-            } else {
-                match n.as_f64() {
-                    // Saturating float-to-int conversion; fractions are dropped.
-                    Some(f) if f.is_finite() => Ok(Some(f.floor() as i64)),
-                    _ => Err(IdTokenError::Malformed("a time claim is not a number")),
-                }
-            }
-        }
-        Some(_) => Err(IdTokenError::Malformed("a time claim is not a number")),
-    }
-}
-
-fn unix_seconds(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
+fn date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, IdTokenError> {
+    numeric_date(claims, name).map_err(|()| IdTokenError::Malformed("a time claim is not a number"))
 }
 
 /// The at_hash of an access token (OIDC Core 3.1.3.6): the left half of the hash named by the
@@ -267,10 +145,15 @@ pub fn at_hash(alg: Algorithm, access_token: &str) -> Option<String> {
     Some(URL_SAFE_NO_PAD.encode(full.get(..full.len() / 2).unwrap_or_default()))
 }
 
-impl VerifiedIdToken<'_, '_> {
+impl<'t, 'a> VerifiedIdToken<'t, 'a> {
+    /// An id_token whose signature the JWS core verified.
+    pub fn from_jws(verified: VerifiedJws<'t, 'a>) -> Self {
+        VerifiedIdToken(verified)
+    }
+
     /// Steps 2 to 11 on the claims of a token whose signature verified.
     pub fn check_claims(self, exp: &Expectations<'_>) -> Result<Map<String, Value>, IdTokenError> {
-        let claims = &self.token.claims;
+        let claims = self.0.claims();
 
         // Step 2: iss exactly equal to the issuer (IdP mix-up defence).
         let iss = claims
@@ -290,18 +173,9 @@ impl VerifiedIdToken<'_, '_> {
         }
 
         // Step 3: aud (a string or an array of strings) contains our client_id.
-        let audiences: Vec<&str> = match claims.get("aud") {
-            Some(Value::String(s)) => vec![s.as_str()],
-            Some(Value::Array(items)) => items
-                .iter()
-                .map(|v| {
-                    v.as_str()
-                        .ok_or(IdTokenError::Malformed("aud holds a non-string"))
-                })
-                .collect::<Result<_, _>>()?,
-            Some(_) => return Err(IdTokenError::Malformed("aud is not a string or an array")),
-            None => return Err(IdTokenError::MissingClaim("aud")),
-        };
+        let audiences = audiences(claims)
+            .map_err(IdTokenError::Malformed)?
+            .ok_or(IdTokenError::MissingClaim("aud"))?;
         if !audiences.contains(&exp.client_id) {
             return Err(IdTokenError::AudienceMismatch);
         }
@@ -327,19 +201,19 @@ impl VerifiedIdToken<'_, '_> {
         let skew = i64::try_from(exp.clock_skew.as_secs()).unwrap_or(i64::MAX);
 
         // Step 9: the current time must be before exp (plus the allowed skew).
-        let expires = numeric_date(claims, "exp")?.ok_or(IdTokenError::MissingClaim("exp"))?;
+        let expires = date(claims, "exp")?.ok_or(IdTokenError::MissingClaim("exp"))?;
         if now >= expires.saturating_add(skew) {
             return Err(IdTokenError::Expired);
         }
 
         // Step 10: iat is required and must not lie in the future (beyond the skew).
-        let issued = numeric_date(claims, "iat")?.ok_or(IdTokenError::MissingClaim("iat"))?;
+        let issued = date(claims, "iat")?.ok_or(IdTokenError::MissingClaim("iat"))?;
         if issued > now.saturating_add(skew) {
             return Err(IdTokenError::IssuedInFuture);
         }
 
         // RFC 7519 4.1.5: nbf, when present, must not lie in the future.
-        if let Some(nbf) = numeric_date(claims, "nbf")? {
+        if let Some(nbf) = date(claims, "nbf")? {
             if nbf > now.saturating_add(skew) {
                 return Err(IdTokenError::NotYetValid);
             }
@@ -363,7 +237,7 @@ impl VerifiedIdToken<'_, '_> {
             let token_hash = token_hash
                 .as_str()
                 .ok_or(IdTokenError::Malformed("at_hash is not a string"))?;
-            let expected = at_hash(self.token.alg, access_token).unwrap_or_default();
+            let expected = at_hash(self.0.algorithm(), access_token).unwrap_or_default();
             if expected.is_empty() || !bool::from(expected.as_bytes().ct_eq(token_hash.as_bytes()))
             {
                 return Err(IdTokenError::AtHashMismatch);

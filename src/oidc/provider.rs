@@ -18,8 +18,9 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::authorize::{AuthRequest, RESERVED_PARAMS};
-use super::id_token::{Expectations, UnverifiedIdToken};
+use super::id_token::{Expectations, UnverifiedIdToken, VerifiedIdToken};
 use super::jwks::{parse_jwks, JwksError, KeyCache, KeySet};
+use super::jws::{JwsError, UnverifiedJws, VerifiedJws};
 use super::metadata::{
     check_endpoint, discovery_needed, discovery_request, discovery_url, parse_discovery, resolve,
     MetadataError,
@@ -345,9 +346,40 @@ impl Provider {
         parse_token_response(&resp)
     }
 
-    /// Validates an id_token (OIDC Core 3.1.3.7) with the cached keys. A token naming an
-    /// unknown key causes one JWKS refetch, shared with concurrent callers and rate-limited;
-    /// when no refetch is allowed or it fails, the answer is `UnknownKey`.
+    /// Verifies a token's signature with the cached keys. A token naming an unknown key causes one
+    /// JWKS refetch, shared with concurrent callers and rate-limited; when no refetch is allowed or
+    /// it fails, the answer is `UnknownKey`. Every token kind (id_token, logout token, access token)
+    /// goes through here, then through its own claims checks.
+    pub async fn verify_jws<'t, 'a>(
+        &self,
+        token: &'t UnverifiedJws<'a>,
+    ) -> Result<VerifiedJws<'t, 'a>, JwsError> {
+        let meta = self.metadata().ok_or(JwsError::UnknownKey)?;
+        let keys = self.keys.current();
+        match token.verify_signature(&keys) {
+            Err(JwsError::UnknownKey) => {}
+            other => return other,
+        }
+        tracing::debug!(kid = ?token.kid(), "token names an unknown key; JWKS refetch");
+        let jwks_uri = &meta.jwks_uri;
+        let fresh = self
+            .keys
+            .refetch_after_miss(&keys, || async move {
+                match self.fetch_jwks(jwks_uri).await {
+                    Ok(set) => Some(set),
+                    Err(error) => {
+                        tracing::warn!(%error, "JWKS refetch failed");
+                        None
+                    }
+                }
+            })
+            .await
+            .ok_or(JwsError::UnknownKey)?;
+        token.verify_signature(&fresh)
+    }
+
+    /// Validates an id_token (OIDC Core 3.1.3.7): the signature through [`Provider::verify_jws`],
+    /// then the claims.
     pub async fn validate_id_token(
         &self,
         id_token: &str,
@@ -365,28 +397,8 @@ impl Provider {
             clock_skew: self.config.clock_skew,
             now,
         };
-        let keys = self.keys.current();
-        match parsed.verify_signature(&keys) {
-            Ok(verified) => return verified.check_claims(&expect),
-            Err(IdTokenError::UnknownKey) => {}
-            Err(other) => return Err(other),
-        }
-        tracing::debug!(kid = ?parsed.kid(), "id_token names an unknown key; JWKS refetch");
-        let jwks_uri = &meta.jwks_uri;
-        let fresh = self
-            .keys
-            .refetch_after_miss(&keys, || async move {
-                match self.fetch_jwks(jwks_uri).await {
-                    Ok(set) => Some(set),
-                    Err(error) => {
-                        tracing::warn!(%error, "JWKS refetch failed");
-                        None
-                    }
-                }
-            })
-            .await
-            .ok_or(IdTokenError::UnknownKey)?;
-        parsed.verify_signature(&fresh)?.check_claims(&expect)
+        let verified = self.verify_jws(parsed.as_jws()).await?;
+        VerifiedIdToken::from_jws(verified).check_claims(&expect)
     }
 
     /// Fetches the UserInfo claims with the access token (bounded body). The caller must check

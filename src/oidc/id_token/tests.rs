@@ -2,9 +2,11 @@
 
 use super::*;
 use crate::oidc::jwks::parse_jwks;
+use crate::oidc::jws::MAX_TOKEN_LEN;
 use crate::oidc::testutil::{ed25519, jwks, p256, p384, rsa, rsa2, sign, sign_raw};
 use jsonwebtoken::EncodingKey;
 use serde_json::json;
+use std::time::UNIX_EPOCH;
 
 const ISS: &str = "https://idp.example.com/realms/main";
 const CLIENT: &str = "portcullis";

@@ -126,7 +126,7 @@ impl<'a> UnverifiedIdToken<'a> {
 }
 
 fn date(claims: &Map<String, Value>, name: &'static str) -> Result<Option<i64>, IdTokenError> {
-    numeric_date(claims, name).map_err(|()| IdTokenError::Malformed("a time claim is not a number"))
+    numeric_date(claims, name).map_err(|_| IdTokenError::Malformed("a time claim is not a number"))
 }
 
 /// The at_hash of an access token (OIDC Core 3.1.3.6): the left half of the hash named by the

@@ -204,7 +204,7 @@ pub(crate) fn truncate(s: &str, max: usize) -> String {
 
 /// A NumericDate (RFC 7519 2): seconds since the epoch, possibly fractional. `Err` when present but
 /// not a number.
-pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, ()> {
+pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, NotANumber> {
     match claims.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => {
@@ -216,13 +216,17 @@ pub fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i6
                 match n.as_f64() {
                     // Saturating float-to-int conversion; fractions are dropped.
                     Some(f) if f.is_finite() => Ok(Some(f.floor() as i64)),
-                    _ => Err(()),
+                    _ => Err(NotANumber),
                 }
             }
         }
-        Some(_) => Err(()),
+        Some(_) => Err(NotANumber),
     }
 }
+
+/// A time claim that is present but not a number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotANumber;
 
 /// The `aud` claim as a list: a string or an array of strings (RFC 7519 4.1.3). `Ok(None)` when
 /// absent, `Err` when of another shape.

@@ -156,8 +156,9 @@ fn discovery(shared: &Shared) -> Value {
         grants.push("refresh_token");
     }
     let mut claims: Vec<&str> = CLAIMS.to_vec();
+    claims.push("sid");
     if shared.profile == Profile::Asgardeo {
-        claims.extend(["c_hash", "amr", "sid", "isk"]);
+        claims.extend(["c_hash", "amr", "isk"]);
     }
     json!({
         "issuer": u.issuer,
@@ -177,6 +178,8 @@ fn discovery(shared: &Shared) -> Value {
         "code_challenge_methods_supported": ["S256"],
         "scopes_supported": SCOPES,
         "claims_supported": claims,
+        "backchannel_logout_supported": true,
+        "backchannel_logout_session_supported": true,
     })
 }
 
@@ -389,7 +392,7 @@ fn userinfo(shared: &Shared, headers: &HeaderMap) -> Resp {
             "Bearer realm=\"dev-provider\", error=\"invalid_token\"",
         );
     };
-    json_response(StatusCode::OK, &Value::Object(user_claims(grant.user)))
+    json_response(StatusCode::OK, &Value::Object(shared.user_claims(grant.user)))
 }
 
 fn end_session(shared: &Shared, query: &str) -> Resp {

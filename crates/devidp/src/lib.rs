@@ -26,6 +26,7 @@
 //! `aud` of `id_token_hint`; any client when neither is given). The provider keeps no SSO session:
 //! every authorization request shows the login form.
 
+mod backchannel;
 mod form;
 mod handlers;
 mod keys;
@@ -51,6 +52,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::{JoinHandle, JoinSet};
 
+pub use backchannel::{LogoutSubject, LOGOUT_EVENT};
 pub use keys::generate_client_keypair;
 #[cfg(feature = "misbehavior")]
 pub use misbehavior::Misbehavior;
@@ -199,6 +201,79 @@ impl DevProvider {
             .counters
             .token
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many refresh_token grants it has granted.
+    pub fn refresh_requests(&self) -> u64 {
+        self.shared
+            .counters
+            .refresh
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Access tokens issued from now on live this long (a short life makes clients refresh).
+    pub fn set_access_token_ttl(&self, ttl: Duration) {
+        self.shared
+            .access_token_ttl
+            .store(ttl.as_secs(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// From now on, tokens and userinfo assert `value` as `claim` of the demo user `username` (a
+    /// profile changed at the provider).
+    pub fn set_user_claim(&self, username: &str, claim: &str, value: serde_json::Value) {
+        state::lock(&self.shared.claim_overrides)
+            .entry(username.to_owned())
+            .or_default()
+            .insert(claim.to_owned(), value);
+    }
+
+    /// Register the back-channel logout URI of `client_id`.
+    pub fn set_backchannel_logout_uri(&self, client_id: &str, uri: &str) {
+        state::lock(&self.shared.backchannel_logout_uris)
+            .insert(client_id.to_owned(), uri.to_owned());
+    }
+
+    /// End logins at `client_id`: POST a proper logout token for `subject` to its back-channel
+    /// logout URI. Returns the status the client answered.
+    pub async fn backchannel_logout(
+        &self,
+        client_id: &str,
+        subject: LogoutSubject,
+    ) -> std::io::Result<u16> {
+        let claims = backchannel::claims(&self.shared, client_id, &subject)?;
+        let token = backchannel::sign(&self.shared, &claims)?;
+        self.post_to_backchannel(client_id, &token).await
+    }
+
+    async fn post_to_backchannel(&self, client_id: &str, token: &str) -> std::io::Result<u16> {
+        let uri = state::lock(&self.shared.backchannel_logout_uris)
+            .get(client_id)
+            .cloned()
+            .ok_or_else(|| std::io::Error::other("no back-channel logout URI registered"))?;
+        backchannel::post(&uri, token).await
+    }
+
+    /// The claims of a proper logout token for `subject`, to alter before [`DevProvider::sign_jwt`].
+    #[cfg(feature = "misbehavior")]
+    pub fn logout_token_claims(
+        &self,
+        client_id: &str,
+        subject: LogoutSubject,
+    ) -> std::io::Result<serde_json::Value> {
+        backchannel::claims(&self.shared, client_id, &subject)
+    }
+
+    /// Any claims signed with the provider's published key (typ `logout+jwt`): tokens a test
+    /// shapes itself.
+    #[cfg(feature = "misbehavior")]
+    pub fn sign_jwt(&self, claims: &serde_json::Value) -> std::io::Result<String> {
+        backchannel::sign(&self.shared, claims)
+    }
+
+    /// POST a logout token exactly as given to the back-channel logout URI of `client_id`.
+    #[cfg(feature = "misbehavior")]
+    pub async fn post_logout_token(&self, client_id: &str, token: &str) -> std::io::Result<u16> {
+        self.post_to_backchannel(client_id, token).await
     }
 
     /// How many discovery requests it has answered.

@@ -1,9 +1,12 @@
 //! Configuration as the endpoints use it (validated clients, URLs of the profile) and the
 //! shared, bounded state: pending logins, codes, tokens, used assertion ids, counters.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Mutex, MutexGuard, RwLock};
+
+use serde_json::{Map, Value};
 
 use jsonwebtoken::{Algorithm, DecodingKey};
 
@@ -228,6 +231,8 @@ pub(crate) struct Counters {
     pub(crate) jwks: AtomicU64,
     pub(crate) token: AtomicU64,
     pub(crate) discovery: AtomicU64,
+    /// Successful refresh_token grants.
+    pub(crate) refresh: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -242,6 +247,15 @@ pub(crate) struct Shared {
     pub(crate) codes: Mutex<Bounded<CodeGrant>>,
     pub(crate) access_tokens: Mutex<Bounded<TokenGrant>>,
     pub(crate) refresh_tokens: Mutex<Bounded<TokenGrant>>,
+    /// Refresh tokens already rotated away, with the login (`sid`) they belong to: presenting one
+    /// again revokes every refresh token of that login (reuse detection, RFC 9700 section 4.14.2).
+    pub(crate) spent_refresh_tokens: Mutex<Bounded<String>>,
+    /// Lifetime of new access tokens, seconds.
+    pub(crate) access_token_ttl: AtomicU64,
+    /// Claims that replace a demo user's own, by username (a profile changed at the provider).
+    pub(crate) claim_overrides: Mutex<HashMap<String, Map<String, Value>>>,
+    /// Back-channel logout URIs, by client_id.
+    pub(crate) backchannel_logout_uris: Mutex<HashMap<String, String>>,
     /// `client_id` + " " + `jti` of accepted client assertions (RFC 7523 section 3, item 7).
     pub(crate) used_jtis: Mutex<Bounded<()>>,
     pub(crate) counters: Counters,
@@ -272,10 +286,25 @@ impl Shared {
             codes: Mutex::new(Bounded::new(MAP_CAP)),
             access_tokens: Mutex::new(Bounded::new(MAP_CAP)),
             refresh_tokens: Mutex::new(Bounded::new(MAP_CAP)),
+            spent_refresh_tokens: Mutex::new(Bounded::new(MAP_CAP)),
+            access_token_ttl: AtomicU64::new(ACCESS_TOKEN_TTL),
+            claim_overrides: Mutex::new(HashMap::new()),
+            backchannel_logout_uris: Mutex::new(HashMap::new()),
             used_jtis: Mutex::new(Bounded::new(MAP_CAP)),
             counters: Counters::default(),
             clock: Clock::default(),
         })
+    }
+
+    /// The claims of `user` as the provider asserts them now (with any override applied).
+    pub(crate) fn user_claims(&self, user: &DemoUser) -> Map<String, Value> {
+        let mut claims = super::handlers::user_claims(user);
+        if let Some(overrides) = lock(&self.claim_overrides).get(user.username) {
+            for (k, v) in overrides {
+                claims.insert(k.clone(), v.clone());
+            }
+        }
+        claims
     }
 
     pub(crate) fn client(&self, client_id: &str) -> Option<&RegisteredClient> {

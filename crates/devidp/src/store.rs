@@ -61,6 +61,11 @@ impl<V> Bounded<V> {
         }
     }
 
+    /// Drops every entry `keep` refuses (the insertion order forgets them lazily).
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&V) -> bool) {
+        self.map.retain(|_, (_, value)| keep(value));
+    }
+
     /// Drops expired entries at the front of the insertion order (entries of one map mostly
     /// share a lifetime, so the front is where they expire first).
     fn purge(&mut self, now: u64) {

@@ -15,10 +15,10 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::form::{self, Params};
-use super::handlers::{json_response, oauth_error, user_claims, with_challenge, Resp};
+use super::handlers::{json_response, oauth_error, with_challenge, Resp};
 use super::keys::{half_hash, random_token, s256};
 use super::state::{lock, ClientMethod, RegisteredClient, Shared, TokenGrant};
-use super::state::{ACCESS_TOKEN_TTL, ID_TOKEN_TTL, REFRESH_TOKEN_TTL};
+use super::state::{ID_TOKEN_TTL, REFRESH_TOKEN_TTL};
 use super::Profile;
 
 pub(crate) const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
@@ -352,14 +352,32 @@ fn refresh(
         .non_empty("refresh_token")
         .ok_or_else(|| invalid_request("refresh_token is required"))?;
     let mut tokens = lock(&shared.refresh_tokens);
+    let mut spent = lock(&shared.spent_refresh_tokens);
+    if let Some(family) = spent.get_mut(now, token).cloned() {
+        // A rotated-away token presented again: whoever holds it, the grant is compromised.
+        tokens.retain(|grant| grant.sid != family);
+        return Err(invalid_grant(
+            "refresh_token reused after rotation; every token of this login is revoked",
+        ));
+    }
     let owner = tokens.get_mut(now, token).map(|g| g.client_id.clone());
     if owner.as_deref() != Some(client.client_id.as_str()) {
         return Err(invalid_grant("unknown refresh_token"));
     }
-    // Rotation: the old refresh token is spent.
+    // Rotation: the old refresh token is spent, and remembered as such.
     let grant = tokens
         .remove(now, token)
         .ok_or_else(|| invalid_grant("unknown refresh_token"))?;
+    spent.insert(
+        now,
+        token.to_owned(),
+        now + REFRESH_TOKEN_TTL,
+        grant.sid.clone(),
+    );
+    shared
+        .counters
+        .refresh
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     // OpenID Connect Core 12.2: no nonce in an id_token from a refresh.
     Ok(Issuance {
         grant,
@@ -371,10 +389,13 @@ fn refresh(
 fn issue(shared: &Shared, issuance: Issuance, now: u64) -> Result<Resp, Refusal> {
     let access_token = random_token(32).map_err(|_| server_error())?;
     let id_token = id_token(shared, &issuance, &access_token, now)?;
+    let access_ttl = shared
+        .access_token_ttl
+        .load(std::sync::atomic::Ordering::Relaxed);
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
-        "expires_in": ACCESS_TOKEN_TTL,
+        "expires_in": access_ttl,
         "scope": issuance.grant.scope,
         "id_token": id_token,
     });
@@ -388,7 +409,7 @@ fn issue(shared: &Shared, issuance: Issuance, now: u64) -> Result<Resp, Refusal>
         );
         body["refresh_token"] = Value::String(refresh_token);
     }
-    lock(&shared.access_tokens).insert(now, access_token, now + ACCESS_TOKEN_TTL, issuance.grant);
+    lock(&shared.access_tokens).insert(now, access_token, now + access_ttl, issuance.grant);
     let mut response = json_response(StatusCode::OK, &body);
     response
         .headers_mut()
@@ -404,7 +425,7 @@ fn id_token(
 ) -> Result<String, Refusal> {
     let grant = &issuance.grant;
     let client_id = grant.client_id.as_str();
-    let mut claims = user_claims(grant.user);
+    let mut claims = shared.user_claims(grant.user);
     claims.insert("iss".into(), shared.urls.issuer.clone().into());
     claims.insert("aud".into(), client_id.into());
     claims.insert("azp".into(), client_id.into());
@@ -416,12 +437,13 @@ fn id_token(
         claims.insert("nonce".into(), nonce.clone().into());
     }
     claims.insert("at_hash".into(), half_hash(access_token).into());
+    // OpenID Connect Back-Channel Logout 1.0 section 2.4: the session of this login.
+    claims.insert("sid".into(), grant.sid.clone().into());
     if shared.profile == Profile::Asgardeo {
         if let Some(code) = &issuance.code {
             claims.insert("c_hash".into(), half_hash(code).into());
         }
         claims.insert("amr".into(), json!(["BasicAuthenticator"]));
-        claims.insert("sid".into(), grant.sid.clone().into());
         // Asgardeo's `isk` is an opaque key of the session; a hash of the sid looks the part.
         claims.insert("isk".into(), s256(&format!("isk {}", grant.sid)).into());
     }

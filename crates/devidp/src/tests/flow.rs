@@ -182,6 +182,46 @@ async fn asgardeo_flow_shape_and_refresh() {
         (status, again["error"].as_str()),
         (StatusCode::BAD_REQUEST, Some("invalid_grant"))
     );
+    // Reuse detection: presenting the rotated-away token revoked the whole login, so even the
+    // token that replaced it is refused now.
+    let current = refreshed["refresh_token"].as_str().unwrap_or_default();
+    let (status, revoked, _) = post_token(&f, &fields(current), None).await;
+    assert_eq!(
+        (status, revoked["error"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("invalid_grant"))
+    );
+    assert_eq!(f.provider.refresh_requests(), 1);
+}
+
+#[tokio::test]
+async fn refresh_rotates_and_carries_changed_claims_and_short_access_tokens() {
+    let f = fixture(Profile::Standard, true).await;
+    f.provider.set_access_token_ttl(Duration::from_secs(7));
+    let code = login(&f, &Auth::of("post")).await;
+    let (status, body, _) = exchange(&f, "post", &code, Some(VERIFIER)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["expires_in"], 7);
+    f.provider
+        .set_user_claim("alice", "email", json!("alice@new.example"));
+    let fields = vec![
+        ("grant_type".to_owned(), "refresh_token".to_owned()),
+        (
+            "refresh_token".to_owned(),
+            body["refresh_token"].as_str().unwrap_or_default().to_owned(),
+        ),
+        ("client_id".to_owned(), "post".to_owned()),
+        ("client_secret".to_owned(), "post-secret".to_owned()),
+    ];
+    let (status, refreshed, _) = post_token(&f, &fields, None).await;
+    assert_eq!(status, StatusCode::OK, "{refreshed}");
+    let claims = verify_id_token(
+        &f,
+        refreshed["id_token"].as_str().unwrap_or_default(),
+        "post",
+    )
+    .await;
+    assert_eq!(claims["email"], "alice@new.example");
+    assert!(claims["sid"].is_string());
 }
 
 #[tokio::test]

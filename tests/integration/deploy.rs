@@ -791,3 +791,85 @@ fn example_configurations_pass_check_offline() {
     }
     assert!(checked >= 1, "no example configuration passed the check");
 }
+
+/// The README's Asgardeo guide, as written, against the development provider's Asgardeo profile (an
+/// issuer on one host, every endpoint on another, tokens shaped like Asgardeo's): only the two
+/// origins, the client id and the secret's path are replaced, and a browser signs in.
+#[tokio::test]
+async fn readme_asgardeo_configuration_signs_in() {
+    use crate::browser::{wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
+    use portcullis::demo::provider::{
+        DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile,
+    };
+
+    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let guide = &readme[readme
+        .find("#### WSO2 Asgardeo")
+        .expect("the Asgardeo guide")..];
+    let start = guide.find("```toml\n").expect("its configuration block") + 8;
+    let block = &guide[start..start + guide[start..].find("```").unwrap()];
+    assert!(block.starts_with("[oidc]\n"), "{block}");
+    let oidc = block.trim_start_matches("[oidc]\n");
+
+    let gw_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let public_url = format!(
+        "http://localhost:{}",
+        gw_listener.local_addr().unwrap().port()
+    );
+    let provider = DevProvider::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        DevProviderOptions {
+            clients: vec![DevClient {
+                client_id: CLIENT_ID.into(),
+                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+                redirect_uris: vec![format!("{public_url}/oauth2/callback")],
+            }],
+            profile: Profile::Asgardeo,
+            issue_refresh_token: false,
+        },
+    )
+    .await
+    .unwrap();
+    // Its tokens' iss: http://127.0.0.1:PORT/t/demo/oauth2/token; its endpoints: http://localhost:PORT/t/demo/...
+    let issuer = provider.issuer();
+    let tenant = issuer.trim_end_matches("/oauth2/token");
+    let endpoints = tenant.replace("127.0.0.1", "localhost");
+    assert_ne!(tenant, endpoints);
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("client_secret");
+    std::fs::write(&secret, AWKWARD_SECRET).unwrap();
+    let oidc = oidc
+        .replace("https://accounts.asgardeo.io/t/<org>", tenant)
+        .replace("https://api.asgardeo.io/t/<org>", &endpoints)
+        .replace("<client id>", CLIENT_ID)
+        .replace(
+            "/run/secrets/portcullis/client_secret",
+            &secret.display().to_string(),
+        );
+    assert!(
+        oidc.lines()
+            .filter(|l| !l.starts_with('#'))
+            .all(|l| !l.contains("asgardeo.io") && !l.contains('<')),
+        "a value left to replace:\n{oidc}"
+    );
+
+    let app = TestUpstream::start("app").await;
+    let toml = crate::support::login_gateway_toml(&public_url, &app.url(), &oidc, "");
+    let gateway = portcullis::spawn(crate::support::config(&toml), gw_listener).unwrap();
+    wait_ready(&public_url).await;
+    let b = Browser::new();
+    let protected = format!("{public_url}/reports?q=1");
+    let authorize = b.redirect_from(&protected).await;
+    assert!(
+        authorize.starts_with(&format!("{endpoints}/oauth2/authorize?")),
+        "{authorize}"
+    );
+    let callback = b.provider_login(&authorize, "alice").await;
+    let r = b.get(&callback).await;
+    assert_eq!(r.status(), 302, "the callback refused the login");
+    assert_eq!(r.headers()["location"], "/reports?q=1");
+    let r = b.get(&protected).await;
+    assert_eq!(r.status(), 200);
+    assert!(app.last().headers.contains_key("x-forwarded-user"));
+    gateway.shutdown().await;
+}

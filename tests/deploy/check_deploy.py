@@ -4,6 +4,8 @@ virtual environment that scripts/test.sh creates (requirements.txt beside this f
   check_deploy.py schemas VERSION... -- FILE...   every object against the Kubernetes schemas
   check_deploy.py restricted FILE...              every pod template against the restricted profile
                                                   and what the gateway needs to run and stop well
+  check_deploy.py same FILE < RENDERED            FILE holds the same objects as RENDERED (kustomize's
+                                                  output), whatever the formatting
 
 Each finding is one line "FAIL <file> <kind>/<name>: <what>"; the exit status is 1 when any. Each
 object checked is reported with "ok" so the test output shows what was covered.
@@ -259,6 +261,13 @@ def main(argv):
         schemas(versions, paths)
     elif len(argv) >= 3 and argv[1] == "restricted":
         restricted(argv[2:])
+    elif len(argv) == 3 and argv[1] == "same":
+        fresh = [d for d in yaml.safe_load_all(sys.stdin) if d is not None]
+        committed = load(argv[2])
+        if fresh != committed:
+            fail(argv[2], "differs from what kustomize renders now")
+        else:
+            print(f"ok   {argv[2]}: the same {len(fresh)} objects as kustomize renders")
     else:
         raise SystemExit(__doc__)
     print(f"{failures} finding(s)")

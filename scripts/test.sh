@@ -4,13 +4,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+if [ "$(id -u)" -eq 0 ]; then apt_get=(apt-get); sudo=(); else apt_get=(sudo apt-get); sudo=(sudo); fi
+apt_updated=
+# Install Debian packages without starting the services they bring (nginx would take port 80).
+apt_install() {
+  [ -n "$apt_updated" ] || { "${apt_get[@]}" update; apt_updated=1; }
+  local policy=/usr/sbin/policy-rc.d added=
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee "$policy" >/dev/null
+    "${sudo[@]}" chmod 755 "$policy"
+    added=1
+  fi
+  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y "$@"
+  if [ -n "$added" ]; then "${sudo[@]}" rm -f "$policy"; fi
+}
+
 echo "== what the interoperability and browser suites need"
 # Headless Chromium for the browser suite (tests/integration/browser_e2e.rs). When it cannot be
 # installed the run stops here: the browser tests must fail, never pass without a browser.
 if [ ! -x /usr/bin/chromium ]; then
-  if [ "$(id -u)" -eq 0 ]; then apt_get=(apt-get); else apt_get=(sudo apt-get); fi
-  "${apt_get[@]}" update
-  DEBIAN_FRONTEND=noninteractive "${apt_get[@]}" install -y chromium
+  apt_install chromium
 fi
 /usr/bin/chromium --version 2>/dev/null
 # Node.js runs oidc-provider and playwright-core (pinned in tests/e2e/package-lock.json).
@@ -22,6 +35,29 @@ fi
 if ! [ tests/e2e/node_modules/.installed -nt tests/e2e/package-lock.json ]; then
   (cd tests/e2e && npm ci --no-audit --no-fund && touch node_modules/.installed)
 fi
+
+echo "== what the deploy/ checks need"
+# tests/integration/deploy.rs: nginx (nginx -t, and a real nginx in front of a stand-in gateway) and
+# systemd-analyze (verify, security) from Debian; kubernetes-validate, yamllint and PyYAML in a
+# virtual environment. kubectl (kustomize) is used when present; Debian does not carry it.
+deploy_packages=()
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || deploy_packages+=(nginx)
+command -v systemd-analyze >/dev/null 2>&1 || deploy_packages+=(systemd)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || deploy_packages+=(python3-venv)
+if [ ${#deploy_packages[@]} -gt 0 ]; then
+  apt_install "${deploy_packages[@]}"
+fi
+venv=target/deploy-venv
+if ! [ "$venv/.installed" -nt tests/deploy/requirements.txt ]; then
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check -r tests/deploy/requirements.txt
+  touch "$venv/.installed"
+fi
+"$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null \
+  | grep -Ei '^(kubernetes-validate|yamllint|pyyaml) '
+nginx -v 2>&1 || /usr/sbin/nginx -v
+systemd-analyze --version | head -n 1
 
 echo "== formatting and lints"
 cargo fmt --all -- --check

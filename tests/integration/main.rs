@@ -5,6 +5,7 @@ mod browser;
 mod browser_e2e;
 mod cli;
 mod demo;
+mod deploy;
 mod interop;
 mod lifecycle;
 mod login;

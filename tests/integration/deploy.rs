@@ -25,7 +25,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::support::{eventually, free_port, TestUpstream};
+use crate::support::{eventually, TestUpstream};
 
 /// Kubernetes versions whose schemas the manifests must match: 1.30 is the first release whose
 /// `preStop: sleep` handler is on by default; the other is the newest kubernetes-validate ships.
@@ -372,7 +372,8 @@ fn nginx_substitutions(dir: &Path, https: u16, http: u16) -> Vec<(String, String
 /// the HTTPS server listens on `https`.
 fn nginx_config(example: &Path, dir: &Path, https: u16, extra: &[(String, String)]) -> PathBuf {
     let mut text = std::fs::read_to_string(example).unwrap();
-    let subs = nginx_substitutions(dir, https, free_port());
+    // The plain-HTTP listener is never used by the tests; a port nothing binds keeps `nginx -t` happy.
+    let subs = nginx_substitutions(dir, https, UNUSED_PORT);
     for (from, to) in subs.iter().chain(extra) {
         assert!(
             text.contains(from.as_str()),
@@ -384,6 +385,55 @@ fn nginx_config(example: &Path, dir: &Path, https: u16, extra: &[(String, String
     let path = dir.join("nginx.conf");
     std::fs::write(&path, text).unwrap();
     path
+}
+
+/// A port number `nginx -t` is given but never binds.
+const UNUSED_PORT: u16 = 65_500;
+
+/// Start nginx on a free port of its own: nginx cannot be handed a listener or bind port 0 and say
+/// which port it got, so a port is chosen, and when nginx finds it taken meanwhile (another test
+/// bound it), nginx exits and the next port is tried. `config_for(port)` writes the configuration.
+async fn start_nginx(
+    nginx: &Path,
+    dir: &Path,
+    config_for: impl Fn(u16) -> PathBuf,
+) -> (Nginx, u16) {
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = config_for(port);
+        let child = Command::new(nginx)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&config)
+            .args(["-g", "daemon off; master_process off;"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut nginx = Nginx(child);
+        let up = eventually(Duration::from_secs(10), || {
+            matches!(nginx.0.try_wait(), Ok(Some(_)))
+                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })
+        .await;
+        if up && matches!(nginx.0.try_wait(), Ok(None)) {
+            return (nginx, port);
+        }
+        let _ = nginx.0.kill();
+        last_error.clear();
+        let _ = std::io::Read::read_to_string(nginx.0.stderr.as_mut().unwrap(), &mut last_error);
+        if !last_error.contains("Address already in use") {
+            break;
+        }
+    }
+    panic!("nginx did not start:\n{last_error}");
 }
 
 fn nginx_t(config: &Path) -> Command {
@@ -402,7 +452,8 @@ fn nginx_examples_pass_nginx_t() {
     assert!(!examples.is_empty(), "no nginx example under deploy/nginx");
     for example in &examples {
         let dir = tempfile::tempdir().unwrap();
-        let config = nginx_config(example, dir.path(), free_port(), &[]);
+        // `nginx -t` binds nothing, so any port number will do.
+        let config = nginx_config(example, dir.path(), UNUSED_PORT - 1, &[]);
         let report = passes(&mut nginx_t(&config));
         assert!(report.contains("test is successful"), "{report}");
 
@@ -499,39 +550,19 @@ async fn nginx_example_passes_only_the_gateways_identity() {
     let app = TestUpstream::start("app").await;
     let (gateway, asked) = stand_in_gateway().await;
     let dir = tempfile::tempdir().unwrap();
-    let https = free_port();
     let upstreams = [
         ("127.0.0.1:4180".to_string(), gateway.to_string()),
         ("127.0.0.1:8080".to_string(), app.addr.to_string()),
     ];
-    let config = nginx_config(
-        &deploy().join("nginx/nginx.conf"),
-        dir.path(),
-        https,
-        &upstreams,
-    );
-    let child = Command::new(&nginx)
-        .arg("-p")
-        .arg(dir.path())
-        .arg("-c")
-        .arg(&config)
-        .args(["-g", "daemon off; master_process off;"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut nginx = Nginx(child);
-    let started = eventually(Duration::from_secs(10), || {
-        std::net::TcpStream::connect(("127.0.0.1", https)).is_ok()
+    let (_nginx, https) = start_nginx(&nginx, dir.path(), |https| {
+        nginx_config(
+            &deploy().join("nginx/nginx.conf"),
+            dir.path(),
+            https,
+            &upstreams,
+        )
     })
     .await;
-    if !started {
-        let _ = nginx.0.kill();
-        let mut err = String::new();
-        let _ = std::io::Read::read_to_string(nginx.0.stderr.as_mut().unwrap(), &mut err);
-        panic!("nginx did not start:\n{err}");
-    }
     let cert = std::fs::read(dir.path().join("cert.pem")).unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&cert).unwrap()])
@@ -812,9 +843,7 @@ fn example_configurations_pass_check_offline() {
 #[tokio::test]
 async fn readme_asgardeo_configuration_signs_in() {
     use crate::browser::{wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
-    use portcullis::demo::provider::{
-        DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile,
-    };
+    use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile};
 
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let guide = &readme[readme

@@ -392,7 +392,10 @@ fn userinfo(shared: &Shared, headers: &HeaderMap) -> Resp {
             "Bearer realm=\"dev-provider\", error=\"invalid_token\"",
         );
     };
-    json_response(StatusCode::OK, &Value::Object(shared.user_claims(grant.user)))
+    json_response(
+        StatusCode::OK,
+        &Value::Object(shared.user_claims(grant.user)),
+    )
 }
 
 fn end_session(shared: &Shared, query: &str) -> Resp {

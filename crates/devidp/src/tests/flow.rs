@@ -207,7 +207,10 @@ async fn refresh_rotates_and_carries_changed_claims_and_short_access_tokens() {
         ("grant_type".to_owned(), "refresh_token".to_owned()),
         (
             "refresh_token".to_owned(),
-            body["refresh_token"].as_str().unwrap_or_default().to_owned(),
+            body["refresh_token"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned(),
         ),
         ("client_id".to_owned(), "post".to_owned()),
         ("client_secret".to_owned(), "post-secret".to_owned()),

@@ -69,6 +69,8 @@ fn session(id_token_len: usize, access_token_len: usize) -> Session {
         refresh_token: None,
         created_at: NOW,
         expires_at: NOW + 12 * 3600,
+        seen_at: NOW,
+        access_expires_at: Some(NOW + 3600),
     }
 }
 

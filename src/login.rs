@@ -19,6 +19,7 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Request, Response, StatusCode};
 use url::Url;
 
+use crate::config::RefreshMode;
 use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::oidc::{AuthCode, ExchangeError, Nonce, PkceVerifier};
 use crate::runtime::Ctx;
@@ -207,9 +208,16 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
             .identity
             .passes_access_token()
             .then(|| tokens.access_token.secret().to_string()),
-        refresh_token: None,
+        // Kept only to be redeemed: with `refresh = "off"` the session ends with its tokens.
+        refresh_token: tokens
+            .refresh_token
+            .as_ref()
+            .filter(|_| snap.config.session.refresh == RefreshMode::Auto)
+            .map(|t| t.secret().to_string()),
         created_at: now,
         expires_at: now.saturating_add(lifetime),
+        seen_at: now,
+        access_expires_at: tokens.expires_in.map(|d| now.saturating_add(d.as_secs())),
     };
     let mut cookies = cx
         .rt

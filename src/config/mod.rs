@@ -101,6 +101,15 @@ pub enum ClientAuthMethod {
     None,
 }
 
+/// `session.refresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RefreshMode {
+    /// Refresh tokens before they expire, when the provider issued a refresh token.
+    Auto,
+    Off,
+}
+
 /// `session.store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -138,6 +147,11 @@ pub struct SessionConfig {
     pub cookie_name: String,
     pub lifetime: Duration,
     pub secure: bool,
+    /// `None`: sessions end only at `lifetime`.
+    pub idle_timeout: Option<Duration>,
+    pub refresh: RefreshMode,
+    /// Refresh when the access token expires within this.
+    pub refresh_before: Duration,
 }
 
 #[derive(Debug)]

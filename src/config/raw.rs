@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ClientAuthMethod, LogFormat, Policy, StoreKind};
+use super::{ClientAuthMethod, LogFormat, Policy, RefreshMode, StoreKind};
 
 /// A key of the contract whose feature this version does not have: any value is refused.
 pub(super) type NotYet = Option<toml::Value>;
@@ -105,9 +105,9 @@ pub(super) struct RawSession {
     pub redis_nodes: NotYet,
     pub redis_sentinel_master: NotYet,
     pub redis_ca_file: NotYet,
-    pub idle_timeout: NotYet,
-    pub refresh: NotYet,
-    pub refresh_before: NotYet,
+    pub idle_timeout: Option<String>,
+    pub refresh: Option<RefreshMode>,
+    pub refresh_before: Option<String>,
     pub cookie_domain: NotYet,
 }
 
@@ -164,9 +164,6 @@ impl RawConfig {
             note("session.redis_nodes", &s.redis_nodes);
             note("session.redis_sentinel_master", &s.redis_sentinel_master);
             note("session.redis_ca_file", &s.redis_ca_file);
-            note("session.idle_timeout", &s.idle_timeout);
-            note("session.refresh", &s.refresh);
-            note("session.refresh_before", &s.refresh_before);
             note("session.cookie_domain", &s.cookie_domain);
         }
         for (i, r) in self.routes.iter().enumerate() {

@@ -14,8 +14,8 @@ use url::Url;
 use super::raw::{RawConfig, RawLog, RawOidc, RawRoute, RawServer, RawSession, RawUpstream};
 use super::{
     decode_secret, ClientAuthMethod, Config, ConfigError, HeadersConfig, LogConfig, LogFormat,
-    OidcConfig, Policy, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles,
-    UpstreamConfig,
+    OidcConfig, Policy, RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind,
+    TlsFiles, UpstreamConfig,
 };
 
 fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -421,12 +421,25 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
     }
     let https = public_url.scheme() == "https";
     let secure = raw.secure.unwrap_or(https);
+    let lifetime = duration("session.lifetime", raw.lifetime.as_deref(), "12h")?;
+    let idle_timeout = raw
+        .idle_timeout
+        .as_deref()
+        .map(|t| duration("session.idle_timeout", Some(t), ""))
+        .transpose()?;
     Ok(SessionConfig {
         secret: SecretBox::new(Box::new(secret)),
         previous_secrets,
         cookie_name,
-        lifetime: duration("session.lifetime", raw.lifetime.as_deref(), "12h")?,
+        lifetime,
         secure,
+        idle_timeout,
+        refresh: raw.refresh.unwrap_or(RefreshMode::Auto),
+        refresh_before: duration(
+            "session.refresh_before",
+            raw.refresh_before.as_deref(),
+            "60s",
+        )?,
     })
 }
 

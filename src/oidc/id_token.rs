@@ -59,8 +59,22 @@ pub enum IdTokenError {
     NonceMismatch,
     #[error("id_token at_hash does not match the access token")]
     AtHashMismatch,
+    #[error("refreshed id_token names another subject (OIDC Core 12.2)")]
+    SubjectChanged,
     #[error("provider metadata and keys are not loaded yet")]
     NotReady,
+}
+
+/// What a refreshed id_token must match (OIDC Core 12.2).
+#[derive(Debug, Clone)]
+pub struct RefreshExpectations<'a> {
+    pub issuer: &'a str,
+    pub client_id: &'a str,
+    /// The session's `sub`.
+    pub sub: &'a str,
+    pub access_token: Option<&'a str>,
+    pub clock_skew: Duration,
+    pub now: SystemTime,
 }
 
 /// What the token must match; `now` is injected so tests use a fixed clock.
@@ -154,13 +168,71 @@ impl<'t, 'a> VerifiedIdToken<'t, 'a> {
     /// Steps 2 to 11 on the claims of a token whose signature verified.
     pub fn check_claims(self, exp: &Expectations<'_>) -> Result<Map<String, Value>, IdTokenError> {
         let claims = self.0.claims();
+        self.check_common(
+            exp.issuer,
+            exp.client_id,
+            exp.access_token,
+            exp.clock_skew,
+            exp.now,
+        )?;
+
+        // Step 11: nonce equal to the one sent in the authorization request, compared in
+        // constant time (it is a secret bound to the browser).
+        let nonce = match claims.get("nonce") {
+            None | Some(Value::Null) => return Err(IdTokenError::MissingNonce),
+            Some(Value::String(s)) => s.as_str(),
+            Some(_) => return Err(IdTokenError::Malformed("nonce is not a string")),
+        };
+        if !exp.nonce.ct_eq(nonce) {
+            return Err(IdTokenError::NonceMismatch);
+        }
+
+        // Steps 12-13 (acr, auth_time) apply only when requested; portcullis requests neither.
+        Ok(claims.clone())
+    }
+
+    /// The checks of an id_token from a refresh (OIDC Core 12.2): those of the first one, except
+    /// that no nonce was sent (one carried over from the login is ignored), and `sub` must be the
+    /// session's own: a provider may not switch the user under a session.
+    pub fn check_refreshed(
+        self,
+        exp: &RefreshExpectations<'_>,
+    ) -> Result<Map<String, Value>, IdTokenError> {
+        self.check_common(
+            exp.issuer,
+            exp.client_id,
+            exp.access_token,
+            exp.clock_skew,
+            exp.now,
+        )?;
+        let claims = self.0.claims();
+        let sub = claims
+            .get("sub")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        if !bool::from(sub.as_bytes().ct_eq(exp.sub.as_bytes())) {
+            return Err(IdTokenError::SubjectChanged);
+        }
+        Ok(claims.clone())
+    }
+
+    /// Steps 2 to 10 and at_hash: everything but the nonce.
+    fn check_common(
+        &self,
+        issuer: &str,
+        client_id: &str,
+        access_token: Option<&str>,
+        clock_skew: Duration,
+        now: SystemTime,
+    ) -> Result<(), IdTokenError> {
+        let claims = self.0.claims();
 
         // Step 2: iss exactly equal to the issuer (IdP mix-up defence).
         let iss = claims
             .get("iss")
             .and_then(Value::as_str)
             .ok_or(IdTokenError::MissingClaim("iss"))?;
-        if iss != exp.issuer {
+        if iss != issuer {
             return Err(IdTokenError::IssuerMismatch {
                 found: truncate(iss, 200),
             });
@@ -176,7 +248,7 @@ impl<'t, 'a> VerifiedIdToken<'t, 'a> {
         let audiences = audiences(claims)
             .map_err(IdTokenError::Malformed)?
             .ok_or(IdTokenError::MissingClaim("aud"))?;
-        if !audiences.contains(&exp.client_id) {
+        if !audiences.contains(&client_id) {
             return Err(IdTokenError::AudienceMismatch);
         }
 
@@ -191,14 +263,14 @@ impl<'t, 'a> VerifiedIdToken<'t, 'a> {
         }
 
         // Step 5: any azp must be our client_id.
-        if azp.is_some_and(|a| a != exp.client_id) {
+        if azp.is_some_and(|a| a != client_id) {
             return Err(IdTokenError::AzpMismatch);
         }
 
         // Steps 6-8 (signature, alg allow-list, no HMAC) were done by verify_signature.
 
-        let now = unix_seconds(exp.now);
-        let skew = i64::try_from(exp.clock_skew.as_secs()).unwrap_or(i64::MAX);
+        let now = unix_seconds(now);
+        let skew = i64::try_from(clock_skew.as_secs()).unwrap_or(i64::MAX);
 
         // Step 9: the current time must be before exp (plus the allowed skew).
         let expires = date(claims, "exp")?.ok_or(IdTokenError::MissingClaim("exp"))?;
@@ -219,21 +291,8 @@ impl<'t, 'a> VerifiedIdToken<'t, 'a> {
             }
         }
 
-        // Step 11: nonce equal to the one sent in the authorization request, compared in
-        // constant time (it is a secret bound to the browser).
-        let nonce = match claims.get("nonce") {
-            None | Some(Value::Null) => return Err(IdTokenError::MissingNonce),
-            Some(Value::String(s)) => s.as_str(),
-            Some(_) => return Err(IdTokenError::Malformed("nonce is not a string")),
-        };
-        if !exp.nonce.ct_eq(nonce) {
-            return Err(IdTokenError::NonceMismatch);
-        }
-
-        // Steps 12-13 (acr, auth_time) apply only when requested; portcullis requests neither.
-
         // 3.1.3.8 / 3.2.2.9: at_hash, when present, must match the access token of the response.
-        if let (Some(token_hash), Some(access_token)) = (claims.get("at_hash"), exp.access_token) {
+        if let (Some(token_hash), Some(access_token)) = (claims.get("at_hash"), access_token) {
             let token_hash = token_hash
                 .as_str()
                 .ok_or(IdTokenError::Malformed("at_hash is not a string"))?;
@@ -243,8 +302,7 @@ impl<'t, 'a> VerifiedIdToken<'t, 'a> {
                 return Err(IdTokenError::AtHashMismatch);
             }
         }
-
-        Ok(claims.clone())
+        Ok(())
     }
 }
 

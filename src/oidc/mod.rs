@@ -24,6 +24,7 @@ pub mod authorize;
 pub mod id_token;
 pub mod jwks;
 pub mod jws;
+pub mod logout_token;
 pub mod metadata;
 pub mod provider;
 pub mod sender;

@@ -18,21 +18,24 @@ use tokio::sync::watch;
 use url::Url;
 
 use super::authorize::{AuthRequest, RESERVED_PARAMS};
-use super::id_token::{Expectations, UnverifiedIdToken, VerifiedIdToken};
+use super::id_token::{Expectations, RefreshExpectations, UnverifiedIdToken, VerifiedIdToken};
 use super::jwks::{parse_jwks, JwksError, KeyCache, KeySet};
 use super::jws::{JwsError, UnverifiedJws, VerifiedJws};
+use super::logout_token::{check_logout_token, LogoutClaims, LogoutExpectations, LogoutTokenError};
 use super::metadata::{
     check_endpoint, discovery_needed, discovery_request, discovery_url, parse_discovery, resolve,
     MetadataError,
 };
 use super::sender::{HttpSender, SendError};
 pub use super::token::ExchangeError;
-use super::token::{parse_token_response, token_request, ClientCredentials, CodeExchange};
+use super::token::{
+    parse_token_response, refresh_request, token_request, ClientCredentials, CodeExchange,
+};
 pub use super::userinfo::UserinfoError;
 use super::userinfo::{parse_userinfo, userinfo_request};
 use super::{
     authorization_url, get_json_request, AccessToken, AuthCode, IdTokenError, LoginSecrets, Nonce,
-    PkceVerifier, ProviderConfig, ProviderMetadata, TokenResponse,
+    PkceVerifier, ProviderConfig, ProviderMetadata, RefreshToken, TokenResponse,
 };
 
 /// Errors of [`Provider::new`] and [`Provider::begin_login`].
@@ -399,6 +402,69 @@ impl Provider {
         };
         let verified = self.verify_jws(parsed.as_jws()).await?;
         VerifiedIdToken::from_jws(verified).check_claims(&expect)
+    }
+
+    /// Redeems a refresh token at the token endpoint (RFC 6749 section 6).
+    pub async fn refresh(
+        &self,
+        refresh_token: &RefreshToken,
+    ) -> Result<TokenResponse, ExchangeError> {
+        let meta = self.metadata().ok_or(ExchangeError::NotReady)?;
+        let req = refresh_request(
+            &meta.token_endpoint,
+            &self.config.client_id,
+            refresh_token,
+            &self.credentials,
+            SystemTime::now(),
+        )?;
+        let resp = self.send(req).await.map_err(|e| match e {
+            SendError::Unreachable(m) => ExchangeError::Unreachable(m),
+            other => ExchangeError::BadResponse(other.to_string()),
+        })?;
+        parse_token_response(&resp)
+    }
+
+    /// Validates an id_token from a refresh (OIDC Core 12.2): the first one's checks without the
+    /// nonce, and the same `sub` as the session's.
+    pub async fn validate_refreshed_id_token(
+        &self,
+        id_token: &str,
+        sub: &str,
+        access_token: Option<&str>,
+        now: SystemTime,
+    ) -> Result<Map<String, Value>, IdTokenError> {
+        let meta = self.metadata().ok_or(IdTokenError::NotReady)?;
+        let parsed = UnverifiedIdToken::parse(id_token)?;
+        let expect = RefreshExpectations {
+            issuer: &meta.issuer,
+            client_id: &self.config.client_id,
+            sub,
+            access_token,
+            clock_skew: self.config.clock_skew,
+            now,
+        };
+        let verified = self.verify_jws(parsed.as_jws()).await?;
+        VerifiedIdToken::from_jws(verified).check_refreshed(&expect)
+    }
+
+    /// Validates a back-channel logout token (Back-Channel Logout 1.0 section 2.6, steps 2 to 6).
+    pub async fn validate_logout_token(
+        &self,
+        token: &str,
+        now: SystemTime,
+    ) -> Result<LogoutClaims, LogoutTokenError> {
+        let meta = self.metadata().ok_or(LogoutTokenError::NotReady)?;
+        let parsed = UnverifiedJws::parse(token)?;
+        let verified = self.verify_jws(&parsed).await?;
+        check_logout_token(
+            &verified,
+            &LogoutExpectations {
+                issuer: &meta.issuer,
+                client_id: &self.config.client_id,
+                clock_skew: self.config.clock_skew,
+                now,
+            },
+        )
     }
 
     /// Fetches the UserInfo claims with the access token (bounded body). The caller must check

@@ -203,7 +203,8 @@ pub struct CodeExchange<'a> {
     pub verifier: Option<&'a PkceVerifier>,
 }
 
-/// Builds the token request: a form POST with the configured client authentication.
+/// Builds the token request of a code exchange: a form POST with the configured client
+/// authentication.
 pub fn token_request(
     ex: &CodeExchange<'_>,
     creds: &ClientCredentials,
@@ -216,37 +217,58 @@ pub fn token_request(
     if let Some(v) = ex.verifier {
         form.append_pair("code_verifier", v.secret());
     }
+    client_request(ex.token_endpoint, ex.client_id, form, creds, now)
+}
+
+/// Builds the refresh request (RFC 6749 section 6): `grant_type=refresh_token` with the configured
+/// client authentication. No scope is sent: the provider keeps the scope of the original grant.
+pub fn refresh_request(
+    token_endpoint: &Url,
+    client_id: &str,
+    refresh_token: &RefreshToken,
+    creds: &ClientCredentials,
+    now: SystemTime,
+) -> Result<http::Request<Bytes>, ExchangeError> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", "refresh_token")
+        .append_pair("refresh_token", refresh_token.secret());
+    client_request(token_endpoint, client_id, form, creds, now)
+}
+
+/// A form POST to `endpoint` (token, introspection) carrying `form` plus the client authentication
+/// (RFC 6749 2.3, RFC 7523, OIDC Core 9): Basic, form fields, or a signed assertion whose `aud` is
+/// the endpoint.
+pub fn client_request(
+    endpoint: &Url,
+    client_id: &str,
+    mut form: form_urlencoded::Serializer<'_, String>,
+    creds: &ClientCredentials,
+    now: SystemTime,
+) -> Result<http::Request<Bytes>, ExchangeError> {
     let mut authorization = None;
     match creds {
         ClientCredentials::Basic(secret) => {
-            authorization = Some(basic_authorization(ex.client_id, secret));
+            authorization = Some(basic_authorization(client_id, secret));
         }
         ClientCredentials::Post(secret) => {
-            form.append_pair("client_id", ex.client_id)
+            form.append_pair("client_id", client_id)
                 .append_pair("client_secret", secret.secret());
         }
         ClientCredentials::PrivateKeyJwt { key, alg, key_id } => {
-            let assertion = client_assertion(
-                ex.client_id,
-                ex.token_endpoint,
-                key,
-                *alg,
-                key_id.as_deref(),
-                now,
-            )
-            .map_err(ExchangeError::Request)?;
-            form.append_pair("client_id", ex.client_id)
+            let assertion =
+                client_assertion(client_id, endpoint, key, *alg, key_id.as_deref(), now)
+                    .map_err(ExchangeError::Request)?;
+            form.append_pair("client_id", client_id)
                 .append_pair("client_assertion_type", JWT_BEARER_ASSERTION)
                 .append_pair("client_assertion", &assertion);
         }
         ClientCredentials::None => {
-            form.append_pair("client_id", ex.client_id);
+            form.append_pair("client_id", client_id);
         }
     }
-    let mut builder =
-        http::Request::post(to_uri(ex.token_endpoint).map_err(ExchangeError::Request)?)
-            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .header(ACCEPT, "application/json");
+    let mut builder = http::Request::post(to_uri(endpoint).map_err(ExchangeError::Request)?)
+        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+        .header(ACCEPT, "application/json");
     if let Some(value) = authorization {
         let mut value = HeaderValue::try_from(value).map_err(|_| {
             ExchangeError::Request("client credentials form an invalid header".into())

@@ -41,6 +41,12 @@ pub struct Session {
     pub created_at: u64,
     /// Unix seconds; checked on every read, and sealed with the rest so a client cannot extend it.
     pub expires_at: u64,
+    /// Unix seconds of the last recorded use, for `idle_timeout` (the cookie store records use at
+    /// most once a minute; a shared store keeps it in the entry's time to live instead).
+    pub seen_at: u64,
+    /// Unix seconds when the access token expires, when the provider said (`expires_in`): when to
+    /// refresh.
+    pub access_expires_at: Option<u64>,
 }
 
 impl Session {
@@ -59,6 +65,8 @@ impl fmt::Debug for Session {
             .field("refresh_token", &Redacted(&self.refresh_token))
             .field("created_at", &self.created_at)
             .field("expires_at", &self.expires_at)
+            .field("seen_at", &self.seen_at)
+            .field("access_expires_at", &self.access_expires_at)
             .finish()
     }
 }
@@ -157,6 +165,8 @@ mod tests {
             refresh_token: Some("REFRESH-SECRET".into()),
             created_at: 1,
             expires_at: 2,
+            seen_at: 1,
+            access_expires_at: None,
         };
         let debug = format!("{session:?}");
         assert!(!debug.contains("SECRET"), "{debug}");
@@ -195,6 +205,8 @@ mod tests {
             refresh_token: None,
             created_at: 0,
             expires_at: 0,
+            seen_at: 0,
+            access_expires_at: None,
         };
         assert_eq!(session.sub(), None);
     }

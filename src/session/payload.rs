@@ -8,9 +8,11 @@
 //!
 //! | bytes | field |
 //! | --- | --- |
-//! | 1 | format, [`FORMAT`]; anything else is refused (earlier releases wrote JSON, `{...`) |
+//! | 1 | format, [`FORMAT`]; [`FORMAT_V1`] is still read; anything else is refused (earlier releases wrote JSON, `{...`) |
 //! | 8 | `expires_at`, Unix seconds, little-endian |
 //! | 8 | `created_at`, Unix seconds, little-endian |
+//! | 8 | `seen_at`, Unix seconds, little-endian (not in format 1: there it is `created_at`) |
+//! | 8 | `access_expires_at`, Unix seconds, little-endian, 0 when unknown (not in format 1) |
 //! | 1 | tokens present: bit 0 `id_token`, 1 `access_token`, 2 `refresh_token`; others zero |
 //! | 4 | length n of the text section, little-endian |
 //! | n | text: all strings, one after another, in the order the structure names them |
@@ -25,10 +27,12 @@
 use super::claims::{too_large, Claims, Reader, Writer};
 use super::{Session, SessionError};
 
-/// First byte of every session plaintext; a later layout takes another value.
-pub(super) const FORMAT: u8 = 1;
-/// Bytes before the text: format, two times, token flags, text length.
-const HEADER_LEN: usize = 1 + 8 + 8 + 1 + 4;
+/// First byte of every session plaintext written now; a later layout takes another value.
+pub(super) const FORMAT: u8 = 2;
+/// The first layout, without `seen_at` and `access_expires_at`: still read, never written.
+pub(super) const FORMAT_V1: u8 = 1;
+/// Bytes before the text: format, four times, token flags, text length.
+const HEADER_LEN: usize = 1 + 8 + 8 + 8 + 8 + 1 + 4;
 /// The flag bits of the three tokens.
 const TOKEN_BITS: u8 = 0b111;
 
@@ -57,6 +61,8 @@ pub(super) fn encode(session: &Session, buf: &mut Vec<u8>) -> Result<(), Session
     buf.push(FORMAT);
     buf.extend_from_slice(&session.expires_at.to_le_bytes());
     buf.extend_from_slice(&session.created_at.to_le_bytes());
+    buf.extend_from_slice(&session.seen_at.to_le_bytes());
+    buf.extend_from_slice(&session.access_expires_at.unwrap_or(0).to_le_bytes());
     buf.push(present);
     buf.extend_from_slice(&text_len.to_le_bytes());
     buf.extend_from_slice(out.text.as_bytes());
@@ -69,7 +75,7 @@ pub(super) fn encode(session: &Session, buf: &mut Vec<u8>) -> Result<(), Session
 /// The session in `plain`, or `None` when it is malformed or expired (`now >= expires_at`).
 pub(super) fn decode(plain: &[u8], now: u64) -> Option<Session> {
     let (&format, rest) = plain.split_first()?;
-    if format != FORMAT {
+    if format != FORMAT && format != FORMAT_V1 {
         return None;
     }
     let (expires_at, rest) = rest.split_first_chunk()?;
@@ -78,6 +84,19 @@ pub(super) fn decode(plain: &[u8], now: u64) -> Option<Session> {
         return None;
     }
     let (created_at, rest) = rest.split_first_chunk()?;
+    let created_at = u64::from_le_bytes(*created_at);
+    let (seen_at, access_expires_at, rest) = if format == FORMAT {
+        let (seen_at, rest) = rest.split_first_chunk()?;
+        let (access_expires_at, rest) = rest.split_first_chunk()?;
+        let access_expires_at = u64::from_le_bytes(*access_expires_at);
+        (
+            u64::from_le_bytes(*seen_at),
+            (access_expires_at != 0).then_some(access_expires_at),
+            rest,
+        )
+    } else {
+        (created_at, None, rest)
+    };
     let (&present, rest) = rest.split_first()?;
     if present & !TOKEN_BITS != 0 {
         return None;
@@ -102,8 +121,10 @@ pub(super) fn decode(plain: &[u8], now: u64) -> Option<Session> {
         id_token,
         access_token,
         refresh_token,
-        created_at: u64::from_le_bytes(*created_at),
+        created_at,
         expires_at,
+        seen_at,
+        access_expires_at,
     })
 }
 
@@ -131,6 +152,8 @@ mod tests {
             refresh_token: Some("r".into()),
             created_at: 0x0102,
             expires_at: 0x0A0B_0C0D,
+            seen_at: 0x0304,
+            access_expires_at: Some(0x0506),
         }
     }
 
@@ -152,6 +175,8 @@ mod tests {
         let mut expected = vec![FORMAT];
         expected.extend_from_slice(&[0x0D, 0x0C, 0x0B, 0x0A, 0, 0, 0, 0]); // expires_at
         expected.extend_from_slice(&[0x02, 0x01, 0, 0, 0, 0, 0, 0]); // created_at
+        expected.extend_from_slice(&[0x04, 0x03, 0, 0, 0, 0, 0, 0]); // seen_at
+        expected.extend_from_slice(&[0x06, 0x05, 0, 0, 0, 0, 0, 0]); // access_expires_at
         expected.push(0b101); // id_token and refresh_token
         expected.extend_from_slice(&[7, 0, 0, 0]); // text length
         expected.extend_from_slice("idraéb".as_bytes()); // tokens, then names and strings
@@ -166,8 +191,20 @@ mod tests {
         expected.extend_from_slice(&[STRING, 2, 1, OBJECT, 0]); // "é"], "b": {}
         assert_eq!(buf, expected);
         assert!(size_hint(&session) >= buf.len());
-        assert_eq!(decode(&buf, 0x0A0B_0C0C), Some(session));
+        assert_eq!(decode(&buf, 0x0A0B_0C0C), Some(session.clone()));
         assert_eq!(decode(&buf, 0x0A0B_0C0D), None);
+
+        // Cookies of the first layout still open: no seen_at (taken as created_at) and no
+        // access-token expiry.
+        let mut v1 = vec![FORMAT_V1];
+        v1.extend_from_slice(&buf[1..17]);
+        v1.extend_from_slice(&buf[33..]);
+        let old = Session {
+            seen_at: session.created_at,
+            access_expires_at: None,
+            ..session
+        };
+        assert_eq!(decode(&v1, 0x0A0B_0C0C), Some(old));
     }
 
     #[test]
@@ -194,9 +231,9 @@ mod tests {
         assert_eq!(reader.len(), None, "2^32");
     }
 
-    /// A plaintext without tokens, unexpired, from raw sections.
+    /// A plaintext of the first layout without tokens, unexpired, from raw sections.
     fn raw(text: &str, code: &[u8]) -> Vec<u8> {
-        let mut plain = vec![FORMAT];
+        let mut plain = vec![FORMAT_V1];
         plain.extend_from_slice(&u64::MAX.to_le_bytes());
         plain.extend_from_slice(&0u64.to_le_bytes());
         plain.push(0);
@@ -253,10 +290,14 @@ mod tests {
         missing_token[17] = 0b001;
         let mut later_format = good.clone();
         later_format[0] = FORMAT + 1;
+        let mut short_format_2 = good.clone();
+        short_format_2[0] = FORMAT;
+        short_format_2.truncate(20);
         let mut text_past_end = good.clone();
         text_past_end[18] = 200;
-        let cases: [(&str, Vec<u8>); 17] = [
+        let cases: [(&str, Vec<u8>); 18] = [
             ("a later format", later_format),
+            ("a format 2 header cut short", short_format_2),
             ("an unknown token bit", unknown_flag),
             ("a token bit without its length", missing_token),
             ("a text length past the end", text_past_end),

@@ -36,6 +36,8 @@ fn session(groups: usize) -> Session {
         refresh_token: None,
         created_at: NOW,
         expires_at: NOW + 3600,
+        seen_at: NOW,
+        access_expires_at: Some(NOW + 300),
     }
 }
 
@@ -602,17 +604,23 @@ fn arb_session() -> impl Strategy<Value = Session> {
     (
         prop::collection::btree_map(".{1,12}", value, 0..6),
         (token.clone(), token.clone(), token),
-        any::<u64>(),
+        (any::<u64>(), any::<u64>(), prop::option::of(1..u64::MAX)),
         1..u64::MAX - NOW,
     )
-        .prop_map(|(claims, (id, access, refresh), created_at, ttl)| Session {
-            claims: Claims::new(&claims.into_iter().collect()).unwrap(),
-            id_token: id,
-            access_token: access,
-            refresh_token: refresh,
-            created_at,
-            expires_at: NOW + ttl,
-        })
+        .prop_map(
+            |(claims, (id, access, refresh), (created_at, seen_at, access_expires_at), ttl)| {
+                Session {
+                    claims: Claims::new(&claims.into_iter().collect()).unwrap(),
+                    id_token: id,
+                    access_token: access,
+                    refresh_token: refresh,
+                    created_at,
+                    expires_at: NOW + ttl,
+                    seen_at,
+                    access_expires_at,
+                }
+            },
+        )
 }
 
 /// Cookie headers mixing our names with junk, so the parser reaches every branch.

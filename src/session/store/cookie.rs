@@ -173,6 +173,8 @@ mod tests {
             refresh_token: None,
             created_at,
             expires_at: created_at + 3600,
+            seen_at: created_at,
+            access_expires_at: None,
         }
     }
 

@@ -184,7 +184,7 @@ mod tests {
     fn check(claims: &Value) -> Result<LogoutClaims, LogoutTokenError> {
         let key = rsa();
         let keys = parse_jwks(&http::Response::new(bytes::Bytes::from(jwks(&[key])))).unwrap();
-        let token = sign(&key, claims);
+        let token = sign(key, claims);
         let parsed = UnverifiedJws::parse(&token)?;
         let verified = parsed.verify_signature(&keys)?;
         check_logout_token(

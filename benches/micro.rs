@@ -28,9 +28,7 @@ use portcullis::oidc::{
 use portcullis::proxy::{ConnInfo, Proxy, Upstream};
 use portcullis::router::{canonical::canonicalize, Router, Target};
 use portcullis::session::store::CookieStore;
-use portcullis::session::{
-    Authenticated, Claims, CookieSettings, Session, SessionCookies, Sessions,
-};
+use portcullis::session::{Claims, CookieSettings, Session, SessionCookies, Sessions};
 use serde_json::{json, Value};
 
 const NOW: u64 = 1_700_000_000;
@@ -115,10 +113,7 @@ fn session_decode(c: &mut Criterion) {
         let sessions = Sessions::new(CookieStore::new(Duration::from_secs(3600)));
         let authenticate = |headers: &HeaderMap| {
             sessions
-                .authenticate(&codec, headers, NOW + 1, 0, |session| Authenticated {
-                    session,
-                    identity: Vec::new(),
-                })
+                .authenticate(&codec, headers, NOW + 1, 0, None, |_| Vec::new())
                 .now_or_never()
                 .expect("the cookie store answers at once")
                 .expect("the cookie store does not fail")

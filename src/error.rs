@@ -117,6 +117,8 @@ pub struct GatewayError {
     pub detail: Cow<'static, str>,
     /// Safe to show to the user (escaped when rendered), e.g. a provider's `error_description`.
     pub public: Option<String>,
+    /// `Set-Cookie` values the response carries anyway (clearing a session that just ended).
+    pub set_cookies: Vec<HeaderValue>,
 }
 
 impl GatewayError {
@@ -125,7 +127,13 @@ impl GatewayError {
             kind,
             detail: detail.into(),
             public: None,
+            set_cookies: Vec::new(),
         }
+    }
+
+    pub fn with_set_cookies(mut self, cookies: Vec<HeaderValue>) -> Self {
+        self.set_cookies = cookies;
+        self
     }
 
     pub fn with_public(mut self, message: impl Into<String>) -> Self {
@@ -177,6 +185,9 @@ impl GatewayError {
                 header::WWW_AUTHENTICATE,
                 HeaderValue::from_static("Bearer realm=\"portcullis\""),
             );
+        }
+        for cookie in self.set_cookies {
+            response.headers_mut().append(header::SET_COOKIE, cookie);
         }
         response
     }

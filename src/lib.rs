@@ -25,6 +25,7 @@ pub mod login;
 pub mod oidc;
 pub mod phases;
 pub mod proxy;
+pub mod refresh;
 pub mod router;
 pub mod runtime;
 pub mod server;

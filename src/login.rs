@@ -249,7 +249,7 @@ const MAX_HINT_BYTES: usize = 4096;
 
 /// The id_token is kept when it is sent upstream, or as the `id_token_hint` of RP-initiated logout while
 /// it is small enough not to bloat the session cookie.
-fn keep_id_token(cx: Ctx<'_>, id_token: &str) -> bool {
+pub(crate) fn keep_id_token(cx: Ctx<'_>, id_token: &str) -> bool {
     cx.snap.identity.passes_id_token()
         || (cx.rt.provider.end_session_endpoint().is_some() && id_token.len() <= MAX_HINT_BYTES)
 }
@@ -292,7 +292,7 @@ const PROTOCOL_CLAIMS: &[&str] = &[
     "aud", "azp", "exp", "iat", "nbf", "nonce", "at_hash", "c_hash", "s_hash", "jti", "isk",
 ];
 
-fn session_claims(
+pub(crate) fn session_claims(
     mut claims: serde_json::Map<String, serde_json::Value>,
 ) -> serde_json::Map<String, serde_json::Value> {
     for name in PROTOCOL_CLAIMS {

@@ -8,8 +8,8 @@
 //!    endpoints, or a proxied route with its policy and upstream.
 //! 3. [`authenticate`]: who is asking: the session the request's cookies present, through the store
 //!    and the cache of opened sessions.
-//! 4. [`refresh`]: renew a session's tokens before they expire (tokens are not refreshed yet: the
-//!    session passes as it is).
+//! 4. [`refresh`]: renew a session's tokens before they expire, once per session however many
+//!    requests wait for it (`refresh`).
 //! 5. [`authorize`]: whether they may: a deny route refuses, a protected route without a session sends
 //!    browsers to log in and API clients a 401.
 //! 6. [`act`]: the answer: a gateway endpoint (login, sign-out, userinfo, forward-auth) or the upstream's.
@@ -31,7 +31,7 @@ use crate::login;
 use crate::proxy::ConnInfo;
 use crate::router::{canonical, Endpoint, Target};
 use crate::runtime::{Ctx, Runtime};
-use crate::session::{Authenticated, StoreError};
+use crate::session::{Authenticated, Idle, StoreError};
 use crate::Body;
 
 /// How a request ends before its last phase.
@@ -94,7 +94,7 @@ async fn run(
     let path = canonicalize(&req, uri, conn)?;
     let target = route(cx, req.method(), &path)?;
     let caller = authenticate(cx, &req, target).await?;
-    let caller = refresh(cx, caller).await?;
+    let caller = refresh(cx, &req, &path, caller).await?;
     authorize(cx, &req, &path, target, &caller)?;
     act(cx, conn, req, &path, target, caller).await
 }
@@ -156,6 +156,11 @@ async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Resul
         _ => return Ok(Caller::default()),
     };
     let snap = cx.snap;
+    let idle = snap
+        .config
+        .session
+        .idle_timeout
+        .map(|timeout| Idle { timeout });
     let opened = cx
         .rt
         .sessions
@@ -164,21 +169,22 @@ async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Resul
             req.headers(),
             login::unix_now(),
             snap.generation,
-            |session| Authenticated {
-                identity: snap.identity.headers(
+            idle,
+            |session| {
+                snap.identity.headers(
                     &session.claims,
                     session.access_token.as_deref(),
                     session.id_token.as_deref(),
-                ),
-                session,
+                )
             },
         )
         .await;
     match opened {
-        Ok(session) => Ok(Caller {
-            session,
-            set_cookies: Vec::new(),
+        Ok(Some(opened)) => Ok(Caller {
+            session: Some(opened.auth),
+            set_cookies: opened.set_cookies,
         }),
+        Ok(None) => Ok(Caller::default()),
         Err(e) if !needed => {
             tracing::warn!("{e}; public route served without a session");
             Ok(Caller::default())
@@ -187,9 +193,14 @@ async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Resul
     }
 }
 
-/// Phase 4: renew the session's tokens when they are about to expire. Nothing is refreshed yet.
-async fn refresh(_cx: Ctx<'_>, caller: Caller) -> Result<Caller, Answer> {
-    Ok(caller)
+/// Phase 4: renew the session's tokens when they are about to expire (`refresh`).
+async fn refresh<B>(
+    cx: Ctx<'_>,
+    req: &Request<B>,
+    path: &str,
+    caller: Caller,
+) -> Result<Caller, Answer> {
+    crate::refresh::refresh(cx, req, path, caller).await
 }
 
 /// Phase 5: whether the caller may reach the target.

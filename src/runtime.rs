@@ -30,6 +30,8 @@ use crate::session::{CookieSettings, SessionCookies, Sessions, Store};
 pub struct Runtime {
     pub provider: Arc<Provider>,
     pub sessions: Sessions,
+    /// Sessions whose refresh waits for the provider to come back.
+    pub refresh_backoff: crate::refresh::Backoff,
     pools: Pools,
     snapshot: ArcSwap<Snapshot>,
     generations: AtomicU64,
@@ -54,6 +56,7 @@ impl Runtime {
         Ok(Arc::new(Runtime {
             provider,
             sessions: Sessions::new(store),
+            refresh_backoff: Default::default(),
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
             generations: AtomicU64::new(0),

@@ -147,6 +147,7 @@ pub struct SessionConfig {
     pub cookie_name: String,
     pub lifetime: Duration,
     pub secure: bool,
+    pub store: StoreKind,
     /// `None`: sessions end only at `lifetime`.
     pub idle_timeout: Option<Duration>,
     pub refresh: RefreshMode,

@@ -433,6 +433,7 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
         cookie_name,
         lifetime,
         secure,
+        store: raw.store.unwrap_or(StoreKind::Cookie),
         idle_timeout,
         refresh: raw.refresh.unwrap_or(RefreshMode::Auto),
         refresh_before: duration(

@@ -27,7 +27,7 @@ use serde::{Deserialize, Serialize};
 pub use cache::SessionCache;
 pub use claims::{Claim, Claims, Entries, Items};
 pub use cookies::{Candidates, SessionCookies, CHUNK_LEN, LOGIN_TTL, MAX_CHUNKS, MAX_LOGIN_STATES};
-pub use store::{Revocation, SessionStore, Sessions, Store, StoreError};
+pub use store::{Idle, Loaded, Opened, Revocation, SessionStore, Sessions, Store, StoreError};
 
 /// The signed-in user's identity as kept in the session store.
 #[derive(Clone, PartialEq)]
@@ -77,6 +77,48 @@ impl fmt::Debug for Session {
 pub struct Authenticated {
     pub session: Session,
     pub identity: crate::identity::IdentityHeaders,
+    /// The session's key in its store (refresh locks, updates).
+    pub key: store::SessionKey,
+    /// When this replica last recorded a use (Unix seconds), for `idle_timeout`.
+    touched: std::sync::atomic::AtomicU64,
+    /// Set once the session was refreshed: what replaces it.
+    successor: std::sync::OnceLock<std::sync::Arc<Successor>>,
+}
+
+/// A refreshed session that replaces another, with the cookie that carries it.
+#[derive(Debug)]
+pub struct Successor {
+    pub auth: std::sync::Arc<Authenticated>,
+    pub set_cookies: Vec<http::HeaderValue>,
+}
+
+impl Authenticated {
+    pub fn new(
+        identity: crate::identity::IdentityHeaders,
+        session: Session,
+        key: store::SessionKey,
+    ) -> Authenticated {
+        Authenticated {
+            touched: std::sync::atomic::AtomicU64::new(session.seen_at),
+            session,
+            identity,
+            key,
+            successor: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// The newest session that replaced this one, if it was refreshed (following every refresh).
+    pub fn successor(&self) -> Option<&Successor> {
+        let mut current = self.successor.get()?;
+        while let Some(next) = current.auth.successor.get() {
+            current = next;
+        }
+        Some(current)
+    }
+
+    fn supersede(&self, successor: std::sync::Arc<Successor>) {
+        let _ = self.successor.set(successor);
+    }
 }
 
 /// Cookie name and attributes, from the `[session]` configuration.

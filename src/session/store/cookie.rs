@@ -15,7 +15,7 @@ use std::time::Duration;
 use http::{HeaderMap, HeaderValue};
 
 use super::locks::LocalLocks;
-use super::{RefreshLock, Revocation, SessionKey, SessionStore, StoreError};
+use super::{Change, Loaded, RefreshLock, Revocation, SessionKey, SessionStore, StoreError};
 use crate::session::{Session, SessionCookies};
 
 pub struct CookieStore {
@@ -25,16 +25,27 @@ pub struct CookieStore {
     /// Whether any revocation is held: the common case (none) costs one load per opened cookie.
     any: AtomicBool,
     revoked: Mutex<Revoked>,
+    used: Mutex<Used>,
     locks: LocalLocks,
 }
 
 #[derive(Default)]
 struct Revoked {
-    /// Signed-out sessions by [`SessionKey`], with the time they expire.
+    /// Signed-out or superseded sessions by [`SessionKey`], with the time they expire.
     sessions: HashMap<SessionKey, u64>,
     /// Back-channel revocations, with the time they were made.
     by_claim: Vec<(Revocation, u64)>,
 }
+
+/// Values used once (logout token `jti`s), with the time they may be forgotten.
+#[derive(Default)]
+struct Used {
+    until: HashMap<String, u64>,
+}
+
+/// Most one-time values remembered; beyond it the oldest-expiring are dropped, which only shortens
+/// how long replays of old tokens (long refused by their own age limit) would be noticed.
+const MAX_USED: usize = 100_000;
 
 impl CookieStore {
     pub fn new(lifetime: Duration) -> CookieStore {
@@ -42,6 +53,7 @@ impl CookieStore {
             lifetime: AtomicU64::new(lifetime.as_secs()),
             any: AtomicBool::new(false),
             revoked: Mutex::new(Revoked::default()),
+            used: Mutex::new(Used::default()),
             locks: LocalLocks::default(),
         }
     }
@@ -56,7 +68,7 @@ impl CookieStore {
         self.revoked.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn is_revoked(&self, parts: &[&[u8]], session: &Session) -> bool {
+    fn is_revoked(&self, key: &SessionKey, session: &Session) -> bool {
         if !self.any.load(Ordering::Acquire) {
             return false;
         }
@@ -65,8 +77,13 @@ impl CookieStore {
             .by_claim
             .iter()
             .any(|(r, at)| r.covers(session, *at))
-            || (!revoked.sessions.is_empty()
-                && revoked.sessions.contains_key(&SessionKey::of(parts)))
+            || revoked.sessions.contains_key(key)
+    }
+
+    fn retire(&self, key: &SessionKey, expires_at: u64, now: u64) {
+        let mut revoked = self.revoked();
+        revoked.sessions.insert(key.clone(), expires_at);
+        self.prune(&mut revoked, now);
     }
 
     /// Forget what has expired; note whether anything is left.
@@ -89,10 +106,29 @@ impl SessionStore for CookieStore {
         codec: &SessionCookies,
         parts: &[&[u8]],
         now: u64,
-    ) -> Result<Option<Session>, StoreError> {
-        Ok(codec
-            .open(parts, now)
-            .filter(|session| !self.is_revoked(parts, session)))
+    ) -> Result<Option<Loaded>, StoreError> {
+        let Some(session) = codec.open(parts, now) else {
+            return Ok(None);
+        };
+        let key = SessionKey::of(parts);
+        if self.is_revoked(&key, &session) {
+            return Ok(None);
+        }
+        Ok(Some(Loaded {
+            valid_until: session.expires_at,
+            session,
+            key,
+        }))
+    }
+
+    /// Nothing is kept server-side: only the cookie can be opened.
+    async fn reload(
+        &self,
+        _codec: &SessionCookies,
+        _key: &SessionKey,
+        _now: u64,
+    ) -> Result<Option<Loaded>, StoreError> {
+        Ok(None)
     }
 
     async fn save(
@@ -103,6 +139,51 @@ impl SessionStore for CookieStore {
         now: u64,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         Ok(codec.write(session, request, now)?)
+    }
+
+    /// A new cookie carries the new session; after a refresh the old cookie is retired.
+    async fn update(
+        &self,
+        codec: &SessionCookies,
+        key: &SessionKey,
+        session: &Session,
+        change: Change,
+        request: &HeaderMap,
+        now: u64,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        let cookies = codec.write(session, request, now)?;
+        if change == Change::Refresh {
+            self.retire(key, session.expires_at, now);
+        }
+        Ok(cookies)
+    }
+
+    async fn end(&self, key: &SessionKey, expires_at: u64, now: u64) -> Result<(), StoreError> {
+        self.retire(key, expires_at, now);
+        Ok(())
+    }
+
+    async fn first_use(&self, value: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used.until.get(value).is_some_and(|&u| u > now) {
+            return Ok(false);
+        }
+        if used.until.len() >= MAX_USED {
+            used.until.retain(|_, &mut u| u > now);
+            while used.until.len() >= MAX_USED {
+                let Some(oldest) = used
+                    .until
+                    .iter()
+                    .min_by_key(|(_, &u)| u)
+                    .map(|(k, _)| k.clone())
+                else {
+                    break;
+                };
+                used.until.remove(&oldest);
+            }
+        }
+        used.until.insert(value.to_owned(), until);
+        Ok(true)
     }
 
     async fn delete(
@@ -203,7 +284,11 @@ mod tests {
     ) -> Option<Session> {
         let candidates = codec.candidates(headers);
         let parts = candidates.iter().next()?;
-        store.load(codec, parts, now).await.unwrap()
+        store
+            .load(codec, parts, now)
+            .await
+            .unwrap()
+            .map(|l| l.session)
     }
 
     #[tokio::test]

@@ -1,28 +1,31 @@
 //! Where sessions live: the store interface, its implementations, and the cache in front of them.
 //!
 //! A [`SessionStore`] keeps sessions and finds them again from what a browser presents (the session
-//! cookie's values, found by [`SessionCookies::candidates`]): load, save (returning the `Set-Cookie`
-//! values that point at the saved session), delete (sign-out), revoke by `sid` or `sub` (back-channel
-//! logout), and a lock that makes a refresh single-flight. The cookie store ([`CookieStore`]) keeps the
-//! whole session sealed in the cookie and its revocations in memory; a shared store (Redis) keeps it
-//! server-side under the cookie's id.
+//! cookie's values, found by [`SessionCookies::candidates`]): load, save a new session (returning the
+//! `Set-Cookie` values that point at it), update the loaded one (a refresh, a recorded use), delete
+//! (sign-out), revoke by `sid` or `sub` (back-channel logout), remember a one-time value (a logout
+//! token's `jti`), and a lock that makes a refresh single-flight. The cookie store ([`CookieStore`])
+//! keeps the whole session sealed in the cookie and its revocations in memory; a shared store (Redis)
+//! keeps it server-side under the cookie's id.
 //!
 //! [`Sessions`] is the store as the request path uses it: in front of it a cache of opened sessions
 //! (`cache`), keyed by the exact cookie bytes, so the hot path of a signed-in user's request does no
-//! decryption and no I/O. Every way a session can end goes through `Sessions`, which tells the cache,
-//! so a revoked session is never served from it.
+//! decryption and no I/O. Every way a session can end or change goes through `Sessions`, which tells
+//! the cache, so a revoked or superseded session is never served from it as it was.
 
 mod cookie;
 mod locks;
 
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue};
 
 use super::cache::SessionCache;
-use super::{Authenticated, Session, SessionCookies, SessionError};
+use super::{Authenticated, Session, SessionCookies, SessionError, Successor};
+use crate::identity::IdentityHeaders;
 
 pub use cookie::CookieStore;
 pub use locks::RefreshLock;
@@ -83,6 +86,25 @@ impl SessionKey {
     }
 }
 
+/// Why a stored session changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// A use recorded (`idle_timeout`): the old copy stays good until it idles out.
+    Use,
+    /// New tokens: the old copy must never be used again.
+    Refresh,
+}
+
+/// A session as a store found it.
+#[derive(Debug)]
+pub struct Loaded {
+    pub session: Session,
+    /// The same for every replica and every copy of the cookie: refresh locks and updates use it.
+    pub key: SessionKey,
+    /// Unix seconds until which this copy may be served without asking the store again.
+    pub valid_until: u64,
+}
+
 /// A place that keeps sessions. `codec` is the cookie codec of the configuration in force (cookie
 /// names and attributes, the keys that seal sessions); `now` is Unix seconds.
 pub trait SessionStore: Send + Sync {
@@ -93,14 +115,36 @@ pub trait SessionStore: Send + Sync {
         codec: &SessionCookies,
         parts: &[&[u8]],
         now: u64,
-    ) -> impl Future<Output = Result<Option<Session>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
 
-    /// Keep `session`; the `Set-Cookie` values that make the browser present it, replacing what
-    /// `request` carries.
+    /// The session stored under `key` now, when the store can look it up by key (a shared store);
+    /// `Ok(None)` when it is gone or the store keeps nothing server-side.
+    fn reload(
+        &self,
+        codec: &SessionCookies,
+        key: &SessionKey,
+        now: u64,
+    ) -> impl Future<Output = Result<Option<Loaded>, StoreError>> + Send;
+
+    /// Keep a new `session` (a login: never the one `request` presents, against fixation); the
+    /// `Set-Cookie` values that make the browser present it, replacing what `request` carries.
     fn save(
         &self,
         codec: &SessionCookies,
         session: &Session,
+        request: &HeaderMap,
+        now: u64,
+    ) -> impl Future<Output = Result<Vec<HeaderValue>, StoreError>> + Send;
+
+    /// Replace the session stored under `key` with `session`; the `Set-Cookie` values the response
+    /// must carry, if the cookie changes. After a [`Change::Refresh`] what the old cookie carried
+    /// must never open again (its tokens are spent).
+    fn update(
+        &self,
+        codec: &SessionCookies,
+        key: &SessionKey,
+        session: &Session,
+        change: Change,
         request: &HeaderMap,
         now: u64,
     ) -> impl Future<Output = Result<Vec<HeaderValue>, StoreError>> + Send;
@@ -114,12 +158,29 @@ pub trait SessionStore: Send + Sync {
         now: u64,
     ) -> impl Future<Output = Result<Vec<HeaderValue>, StoreError>> + Send;
 
+    /// End the session stored under `key` (its refresh was refused).
+    fn end(
+        &self,
+        key: &SessionKey,
+        expires_at: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
     /// End every session `revocation` covers.
     fn revoke(
         &self,
         revocation: &Revocation,
         now: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether `value` is used here for the first time; it is remembered until `until` (Unix
+    /// seconds), so a second use before then answers `false`.
+    fn first_use(
+        &self,
+        value: &str,
+        until: u64,
+        now: u64,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 
     /// Hold the refresh of session `key` for this caller alone, waiting at most `wait` for another
     /// holder to finish.
@@ -144,16 +205,32 @@ impl Store {
     }
 }
 
+/// Calls the same method on whichever store this is.
+macro_rules! each_store {
+    ($self:ident, $s:ident => $call:expr) => {
+        match $self {
+            Store::Cookie($s) => $call,
+        }
+    };
+}
+
 impl SessionStore for Store {
     async fn load(
         &self,
         codec: &SessionCookies,
         parts: &[&[u8]],
         now: u64,
-    ) -> Result<Option<Session>, StoreError> {
-        match self {
-            Store::Cookie(s) => s.load(codec, parts, now).await,
-        }
+    ) -> Result<Option<Loaded>, StoreError> {
+        each_store!(self, s => s.load(codec, parts, now).await)
+    }
+
+    async fn reload(
+        &self,
+        codec: &SessionCookies,
+        key: &SessionKey,
+        now: u64,
+    ) -> Result<Option<Loaded>, StoreError> {
+        each_store!(self, s => s.reload(codec, key, now).await)
     }
 
     async fn save(
@@ -163,9 +240,19 @@ impl SessionStore for Store {
         request: &HeaderMap,
         now: u64,
     ) -> Result<Vec<HeaderValue>, StoreError> {
-        match self {
-            Store::Cookie(s) => s.save(codec, session, request, now).await,
-        }
+        each_store!(self, s => s.save(codec, session, request, now).await)
+    }
+
+    async fn update(
+        &self,
+        codec: &SessionCookies,
+        key: &SessionKey,
+        session: &Session,
+        change: Change,
+        request: &HeaderMap,
+        now: u64,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        each_store!(self, s => s.update(codec, key, session, change, request, now).await)
     }
 
     async fn delete(
@@ -174,15 +261,19 @@ impl SessionStore for Store {
         request: &HeaderMap,
         now: u64,
     ) -> Result<Vec<HeaderValue>, StoreError> {
-        match self {
-            Store::Cookie(s) => s.delete(codec, request, now).await,
-        }
+        each_store!(self, s => s.delete(codec, request, now).await)
+    }
+
+    async fn end(&self, key: &SessionKey, expires_at: u64, now: u64) -> Result<(), StoreError> {
+        each_store!(self, s => s.end(key, expires_at, now).await)
     }
 
     async fn revoke(&self, revocation: &Revocation, now: u64) -> Result<(), StoreError> {
-        match self {
-            Store::Cookie(s) => s.revoke(revocation, now).await,
-        }
+        each_store!(self, s => s.revoke(revocation, now).await)
+    }
+
+    async fn first_use(&self, value: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+        each_store!(self, s => s.first_use(value, until, now).await)
     }
 
     async fn lock_refresh(
@@ -190,9 +281,28 @@ impl SessionStore for Store {
         key: &SessionKey,
         wait: Duration,
     ) -> Result<RefreshLock, StoreError> {
-        match self {
-            Store::Cookie(s) => s.lock_refresh(key, wait).await,
-        }
+        each_store!(self, s => s.lock_refresh(key, wait).await)
+    }
+}
+
+/// What [`Sessions::authenticate`] found.
+pub struct Opened {
+    pub auth: Arc<Authenticated>,
+    /// `Set-Cookie` values the response must carry: a recorded use, or the successor of a session
+    /// refreshed meanwhile.
+    pub set_cookies: Vec<HeaderValue>,
+}
+
+/// How long sessions may stay unused, and how often a use is recorded.
+#[derive(Debug, Clone, Copy)]
+pub struct Idle {
+    pub timeout: Duration,
+}
+
+impl Idle {
+    /// A use is recorded at most this often: min(60 s, idle_timeout / 4).
+    pub fn interval(&self) -> u64 {
+        (self.timeout.as_secs() / 4).clamp(1, 60)
     }
 }
 
@@ -200,46 +310,107 @@ impl SessionStore for Store {
 /// revocation.
 pub struct Sessions<S = Store> {
     store: S,
-    cache: SessionCache<Authenticated>,
+    cache: Arc<SessionCache<Authenticated>>,
 }
 
 impl<S: SessionStore> Sessions<S> {
     pub fn new(store: S) -> Sessions<S> {
-        Sessions {
-            store,
-            cache: SessionCache::default(),
-        }
+        Sessions::with_cache(store, Arc::default())
+    }
+
+    /// A store whose cache is also told of changes elsewhere (a shared store hears them from the
+    /// other replicas and passes them to `cache`).
+    pub fn with_cache(store: S, cache: Arc<SessionCache<Authenticated>>) -> Sessions<S> {
+        Sessions { store, cache }
     }
 
     /// The session the request presents, with its identity: from the cache when these exact cookie
-    /// bytes were opened before under configuration `generation`, else loaded from the store, and
-    /// `make` builds what is cached (the identity headers, computed once per session).
+    /// bytes were opened before under configuration `generation`, else loaded from the store;
+    /// `identity` builds the identity headers once per session. A session unused for longer than
+    /// `idle` is none; a use is recorded at most once per [`Idle::interval`]. A session refreshed
+    /// meanwhile is answered with its successor (and the successor's cookie).
     pub async fn authenticate(
         &self,
         codec: &SessionCookies,
         headers: &HeaderMap,
         now: u64,
         generation: u64,
-        make: impl FnOnce(Session) -> Authenticated,
-    ) -> Result<Option<Arc<Authenticated>>, StoreError> {
+        idle: Option<Idle>,
+        identity: impl Fn(&Session) -> IdentityHeaders,
+    ) -> Result<Option<Opened>, StoreError> {
         let candidates = codec.candidates(headers);
         for parts in candidates.iter() {
-            if let Some(hit) = self.cache.get(parts, now, generation) {
-                return Ok(Some(hit));
+            let auth = match self.cache.get(parts, now, generation) {
+                Some(hit) => hit,
+                None => {
+                    let epoch = self.cache.epoch();
+                    let Some(loaded) = self.store.load(codec, parts, now).await? else {
+                        continue;
+                    };
+                    let valid_until = idle.map_or(loaded.valid_until, |idle| {
+                        loaded.valid_until.min(
+                            loaded
+                                .session
+                                .seen_at
+                                .saturating_add(idle.timeout.as_secs()),
+                        )
+                    });
+                    if now >= valid_until {
+                        continue;
+                    }
+                    let auth = Arc::new(Authenticated::new(
+                        identity(&loaded.session),
+                        loaded.session,
+                        loaded.key,
+                    ));
+                    self.cache
+                        .insert(parts, valid_until, generation, epoch, auth.clone());
+                    auth
+                }
+            };
+            // A session refreshed meanwhile: its successor, and the cookie that carries it.
+            let (auth, mut set_cookies) = match auth.successor() {
+                Some(successor) => (successor.auth.clone(), successor.set_cookies.clone()),
+                None => (auth, Vec::new()),
+            };
+            if let Some(idle) = idle {
+                if now >= auth.session.seen_at.saturating_add(idle.timeout.as_secs()) {
+                    continue;
+                }
+                set_cookies.extend(self.record_use(codec, &auth, headers, now, idle).await?);
             }
-            let epoch = self.cache.epoch();
-            if let Some(session) = self.store.load(codec, parts, now).await? {
-                let expires_at = session.expires_at;
-                let value = Arc::new(make(session));
-                self.cache
-                    .insert(parts, expires_at, generation, epoch, value.clone());
-                return Ok(Some(value));
-            }
+            return Ok(Some(Opened { auth, set_cookies }));
         }
         Ok(None)
     }
 
-    /// Keep a new or changed session; the `Set-Cookie` values for the response.
+    /// Record a use of `auth` when the last one recorded is older than the interval, once per
+    /// replica however many requests arrive together.
+    async fn record_use(
+        &self,
+        codec: &SessionCookies,
+        auth: &Authenticated,
+        request: &HeaderMap,
+        now: u64,
+        idle: Idle,
+    ) -> Result<Vec<HeaderValue>, StoreError> {
+        let last = auth.touched.load(Ordering::Relaxed);
+        if now < last.saturating_add(idle.interval())
+            || auth
+                .touched
+                .compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(Vec::new());
+        }
+        let mut session = auth.session.clone();
+        session.seen_at = now;
+        self.store
+            .update(codec, &auth.key, &session, Change::Use, request, now)
+            .await
+    }
+
+    /// Keep a new session (a login); the `Set-Cookie` values for the response.
     pub async fn save(
         &self,
         codec: &SessionCookies,
@@ -248,6 +419,50 @@ impl<S: SessionStore> Sessions<S> {
         now: u64,
     ) -> Result<Vec<HeaderValue>, StoreError> {
         self.store.save(codec, session, request, now).await
+    }
+
+    /// The session stored under `key` now (see [`SessionStore::reload`]).
+    pub async fn reload(
+        &self,
+        codec: &SessionCookies,
+        key: &SessionKey,
+        now: u64,
+    ) -> Result<Option<Loaded>, StoreError> {
+        self.store.reload(codec, key, now).await
+    }
+
+    /// Replace `old` with `session` (refreshed): stored, and `old` answered with its successor from
+    /// now on by this replica, so whoever still presents the old cookie gets the new session and
+    /// its cookie, and the old tokens are never used again. Returns the successor.
+    pub async fn supersede(
+        &self,
+        codec: &SessionCookies,
+        old: &Authenticated,
+        session: Session,
+        identity: IdentityHeaders,
+        request: &HeaderMap,
+        now: u64,
+    ) -> Result<Arc<Successor>, StoreError> {
+        let set_cookies = self
+            .store
+            .update(codec, &old.key, &session, Change::Refresh, request, now)
+            .await?;
+        let successor = Arc::new(Successor {
+            auth: Arc::new(Authenticated::new(identity, session, old.key.clone())),
+            set_cookies,
+        });
+        old.supersede(successor.clone());
+        Ok(successor)
+    }
+
+    /// End the session under `key` (its refresh was refused) in the store and in the cache.
+    pub async fn end(&self, old: &Authenticated, now: u64) -> Result<(), StoreError> {
+        self.cache.invalidate(|_, auth| auth.key == old.key);
+        self.store
+            .end(&old.key, old.session.expires_at, now)
+            .await?;
+        self.cache.invalidate(|_, auth| auth.key == old.key);
+        Ok(())
     }
 
     /// Sign-out: end the session the request presents in the store and in the cache; the
@@ -270,12 +485,21 @@ impl<S: SessionStore> Sessions<S> {
     pub async fn revoke(&self, revocation: &Revocation, now: u64) -> Result<(), StoreError> {
         // The cache first: from here on nothing it held can be served, and what the store still
         // returns until its own revocation lands is refused below by the epoch.
-        self.cache
-            .invalidate(|_, auth| revocation.covers(&auth.session, now));
+        let covered = |auth: &Authenticated| {
+            revocation.covers(&auth.session, now)
+                || auth
+                    .successor()
+                    .is_some_and(|s| revocation.covers(&s.auth.session, now))
+        };
+        self.cache.invalidate(|_, auth| covered(auth));
         self.store.revoke(revocation, now).await?;
-        self.cache
-            .invalidate(|_, auth| revocation.covers(&auth.session, now));
+        self.cache.invalidate(|_, auth| covered(auth));
         Ok(())
+    }
+
+    /// See [`SessionStore::first_use`].
+    pub async fn first_use(&self, value: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+        self.store.first_use(value, until, now).await
     }
 
     /// See [`SessionStore::lock_refresh`].

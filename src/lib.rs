@@ -17,6 +17,7 @@
 //! which a reload swaps whole. Errors: every failure is a `GatewayError`, rendered in one place
 //! (`error`).
 
+pub mod backchannel;
 pub mod config;
 pub mod demo;
 pub mod error;

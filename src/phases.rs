@@ -260,6 +260,9 @@ async fn act(
                 }
                 Endpoint::Userinfo if get => login::userinfo(caller.session.as_deref()),
                 Endpoint::Auth if get => login::auth(caller.session.as_deref()),
+                Endpoint::BackchannelLogout if method == Method::POST => {
+                    Ok(crate::backchannel::logout(cx, req).await)
+                }
                 Endpoint::Unknown => Err(GatewayError::new(
                     ErrorKind::NotFound,
                     format!("no endpoint {path}"),

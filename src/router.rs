@@ -20,6 +20,8 @@ pub enum Endpoint {
     SignOut,
     Auth,
     Userinfo,
+    /// `POST /oauth2/backchannel_logout`.
+    BackchannelLogout,
     /// Anything else under the prefix: 404, never proxied.
     Unknown,
 }
@@ -86,6 +88,7 @@ impl Router {
                 "/sign_out" => Some(Endpoint::SignOut),
                 "/auth" => Some(Endpoint::Auth),
                 "/userinfo" => Some(Endpoint::Userinfo),
+                "/backchannel_logout" => Some(Endpoint::BackchannelLogout),
                 "" => Some(Endpoint::Unknown),
                 r if r.starts_with('/') => Some(Endpoint::Unknown),
                 _ => None, // `/oauth2x` is an ordinary path

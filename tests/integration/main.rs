@@ -13,4 +13,5 @@ mod node;
 mod proxy;
 mod routes;
 mod runtime;
+mod sessions;
 mod support;

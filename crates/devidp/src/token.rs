@@ -99,6 +99,11 @@ fn run(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Resp, Refusa
     let params = form::parse(text).map_err(|e| invalid_request(e.to_string()))?;
     let client = authenticate(shared, headers, &params)?;
     let now = shared.clock.now();
+    // A failing endpoint fails before it spends anything (a code, a refresh token).
+    #[cfg(feature = "misbehavior")]
+    if let Some(answer) = super::misbehavior::token_endpoint(&shared.misbehavior()) {
+        return answer;
+    }
     let issuance = match params.non_empty("grant_type") {
         None => return Err(invalid_request("grant_type is required")),
         Some("authorization_code") => exchange_code(shared, client, &params, now)?,
@@ -114,10 +119,6 @@ fn run(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Result<Resp, Refusa
             })
         }
     };
-    #[cfg(feature = "misbehavior")]
-    if let Some(answer) = super::misbehavior::token_endpoint(&shared.misbehavior()) {
-        return answer;
-    }
     issue(shared, issuance, now)
 }
 

@@ -334,3 +334,43 @@ fn display_names_the_check() {
     assert!(IdTokenError::NonceMismatch.to_string().contains("nonce"));
     assert!(IdTokenError::AtHashMismatch.to_string().contains("at_hash"));
 }
+
+fn check_refreshed(token: &str, sub: &str) -> Result<Map<String, Value>, IdTokenError> {
+    let exp = RefreshExpectations {
+        issuer: ISS,
+        client_id: CLIENT,
+        sub,
+        access_token: None,
+        clock_skew: Duration::from_secs(60),
+        now: UNIX_EPOCH + Duration::from_secs(NOW),
+    };
+    let parsed = UnverifiedIdToken::parse(token)?;
+    parsed.verify_signature(&keys())?.check_refreshed(&exp)
+}
+
+#[test]
+fn a_refreshed_id_token_keeps_its_subject_and_needs_no_nonce() {
+    let without_nonce = with(json!({"nonce": null, "email": "new@example.com"}));
+    let refreshed = check_refreshed(&sign(rsa(), &without_nonce), "alice").unwrap();
+    assert_eq!(refreshed["email"], "new@example.com");
+    // A nonce carried over from the login is no reason to refuse it.
+    assert!(check_refreshed(&sign(rsa(), &claims()), "alice").is_ok());
+    // OIDC Core 12.2: another sub under the same session is refused.
+    assert_eq!(
+        check_refreshed(&sign(rsa(), &with(json!({"sub": "mallory"}))), "alice"),
+        Err(IdTokenError::SubjectChanged)
+    );
+    // The first token's other checks still apply.
+    assert_eq!(
+        check_refreshed(&sign(rsa(), &with(json!({"exp": NOW - 120}))), "alice"),
+        Err(IdTokenError::Expired)
+    );
+    assert!(matches!(
+        check_refreshed(&sign(rsa(), &with(json!({"iss": "https://evil"}))), "alice"),
+        Err(IdTokenError::IssuerMismatch { .. })
+    ));
+    assert_eq!(
+        check_refreshed(&sign(rsa(), &with(json!({"aud": "other"}))), "alice"),
+        Err(IdTokenError::AudienceMismatch)
+    );
+}

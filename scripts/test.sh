@@ -36,6 +36,14 @@ if ! [ tests/e2e/node_modules/.installed -nt tests/e2e/package-lock.json ]; then
   (cd tests/e2e && npm ci --no-audit --no-fund && touch node_modules/.installed)
 fi
 
+echo "== what the Redis store's tests need"
+# tests/integration/redis.rs starts its own redis-server processes (standalone, TLS, sentinels, a
+# cluster) on loopback; redis-cli sets up the cluster. Debian's package, its service never started.
+if ! command -v redis-server >/dev/null 2>&1 || ! command -v redis-cli >/dev/null 2>&1; then
+  apt_install redis-server redis-tools
+fi
+redis-server --version
+
 echo "== what the deploy/ checks need"
 # tests/integration/deploy.rs: nginx (nginx -t, and a real nginx in front of a stand-in gateway) and
 # systemd-analyze (verify, security) from Debian; kubernetes-validate, yamllint and PyYAML in a

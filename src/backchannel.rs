@@ -94,6 +94,7 @@ async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Result<(), Refusal> {
     let sessions = &cx.rt.sessions;
     let first = sessions
         .first_use(
+            &cx.snap.cookies,
             &format!("logout-jti {}", claims.jti),
             claims.forget_after,
             now,
@@ -111,7 +112,7 @@ async fn handle(cx: Ctx<'_>, req: Request<Incoming>) -> Result<(), Refusal> {
         (None, None) => unreachable!("the logout token checks require sid or sub"),
     };
     sessions
-        .revoke(&revocation, now)
+        .revoke(&cx.snap.cookies, &revocation, now)
         .await
         .map_err(|e| Refusal::Unavailable(e.to_string()))?;
     match &revocation {

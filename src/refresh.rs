@@ -171,8 +171,21 @@ pub async fn refresh<B>(
                     req.headers(),
                     now,
                 )
-                .await
-                .map_err(|e| Answer::from(store_failure(e)))?;
+                .await;
+            let successor = match successor {
+                Ok(successor) => successor,
+                Err(StoreError::Gone) => {
+                    let cleared = cx.snap.cookies.clear(req.headers());
+                    return Err(session_ended(
+                        cx,
+                        req,
+                        path,
+                        cleared,
+                        "the session ended during its refresh",
+                    ));
+                }
+                Err(e) => return Err(store_failure(e).into()),
+            };
             cx.rt.refresh_backoff.clear(&auth.key);
             tracing::info!(sub = auth.session.sub().unwrap_or("?"), "session refreshed");
             caller.session = Some(successor.auth.clone());

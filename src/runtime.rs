@@ -23,8 +23,8 @@ use crate::identity::IdentityMapping;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::proxy::{Pool, Proxy, Upstream};
 use crate::router::Router;
-use crate::session::store::CookieStore;
-use crate::session::{CookieSettings, SessionCookies, Sessions, Store};
+use crate::session::store::{CookieStore, RedisStore};
+use crate::session::{CookieSettings, SessionCache, SessionCookies, Sessions, Store};
 
 /// The long-lived part: see the module header.
 pub struct Runtime {
@@ -50,12 +50,20 @@ impl Runtime {
     /// the provider is unreachable.
     pub fn new(config: Config) -> Result<Arc<Runtime>, String> {
         let provider = Provider::new(provider_config(&config)).map_err(|e| e.to_string())?;
-        let store = Store::Cookie(CookieStore::new(config.session.lifetime));
+        let cache = Arc::new(SessionCache::default());
+        let store = match &config.session.redis {
+            None => Store::Cookie(CookieStore::new(config.session.lifetime)),
+            Some(redis) => Store::Redis(RedisStore::new(
+                redis,
+                cache.clone(),
+                config.session.idle_timeout,
+            )?),
+        };
         let pools = Pools::default();
         let snapshot = Snapshot::build(config, 0, &pools)?;
         Ok(Arc::new(Runtime {
             provider,
-            sessions: Sessions::new(store),
+            sessions: Sessions::with_cache(store, cache),
             refresh_backoff: Default::default(),
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
@@ -77,8 +85,10 @@ impl Runtime {
         let restart = needs_restart(&current.config, &config);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(config, generation, &self.pools)?;
-        self.sessions
-            .note_lifetime(snapshot.config.session.lifetime);
+        self.sessions.note_settings(
+            snapshot.config.session.lifetime,
+            snapshot.config.session.idle_timeout,
+        );
         self.snapshot.store(Arc::new(snapshot));
         Ok(restart)
     }
@@ -190,7 +200,18 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|s| s.expose_secret().to_string())
     };
-    let checks: [(&'static str, bool); 9] = [
+    let redis = |c: &Config| {
+        c.session.redis.as_ref().map(|r| {
+            (
+                r.mode,
+                r.url.expose_secret().to_string(),
+                r.nodes.clone(),
+                r.sentinel_master.clone(),
+                r.ca_pem.clone(),
+            )
+        })
+    };
+    let checks: [(&'static str, bool); 11] = [
         ("server.listen", old.server.listen != new.server.listen),
         (
             "server.tls_cert_file",
@@ -204,6 +225,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("oidc.client_secret", secret(o) != secret(n)),
         ("oidc.scopes", o.scopes != n.scopes || o.pkce != n.pkce),
         ("oidc endpoints", endpoints(o) != endpoints(n)),
+        ("session.store", old.session.store != new.session.store),
+        ("session.redis_*", redis(old) != redis(new)),
     ];
     checks
         .into_iter()

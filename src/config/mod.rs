@@ -110,6 +110,30 @@ pub enum RefreshMode {
     Off,
 }
 
+/// `session.redis_mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RedisMode {
+    Standalone,
+    Sentinel,
+    Cluster,
+}
+
+/// Where the Redis store lives.
+#[derive(Debug)]
+pub struct RedisConfig {
+    pub mode: RedisMode,
+    /// `redis://` or `rediss://` (TLS), with credentials and database; in sentinel and cluster mode
+    /// it carries only those (the nodes come from `nodes`). May hold a password: secret.
+    pub url: SecretString,
+    /// Sentinel addresses (sentinel mode) or seed nodes (cluster mode), `host:port`.
+    pub nodes: Vec<String>,
+    /// The master's name at the sentinels.
+    pub sentinel_master: Option<String>,
+    /// Extra trust anchor for `rediss://`, PEM.
+    pub ca_pem: Option<Vec<u8>>,
+}
+
 /// `session.store`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -148,6 +172,8 @@ pub struct SessionConfig {
     pub lifetime: Duration,
     pub secure: bool,
     pub store: StoreKind,
+    /// Set exactly when `store = "redis"`.
+    pub redis: Option<RedisConfig>,
     /// `None`: sessions end only at `lifetime`.
     pub idle_timeout: Option<Duration>,
     pub refresh: RefreshMode,
@@ -377,8 +403,8 @@ secret = "{SECRET}"
 
     #[test]
     fn future_keys_are_refused_not_ignored() {
-        let e = err(&base().replace("[session]", "[session]\nredis_url = \"redis://x\""));
-        assert_eq!(e.key, "session.redis_url");
+        let e = err(&base().replace("[session]", "[session]\ncookie_domain = \"corp.example\""));
+        assert_eq!(e.key, "session.cookie_domain");
         assert!(e.message.contains("not available yet"), "{e}");
         let e = err(&format!("{}\n[access]\nallowed_groups = [\"a\"]\n", base()));
         assert_eq!(e.key, "access");
@@ -568,8 +594,52 @@ secret = "{SECRET}"
         assert!(e.message.contains("redis"), "{e}");
         assert_eq!(
             err(&base().replace("[session]", "[session]\nstore = \"redis\"")).key,
-            "session.store"
+            "session.redis_url"
         );
+    }
+
+    #[test]
+    fn redis_settings_are_checked_and_never_echo_the_url() {
+        let with = |lines: &str| base().replace("[session]", &format!("[session]\n{lines}"));
+        let c = parse(&with(
+            "store = \"redis\"\nredis_url = \"redis://:pw@127.0.0.1:6379/2\"",
+        ))
+        .unwrap();
+        let redis = c.session.redis.as_ref().unwrap();
+        assert_eq!(redis.mode, RedisMode::Standalone);
+        assert!(
+            !format!("{c:?}").contains("pw@"),
+            "the URL's password is secret"
+        );
+        let c = parse(&with(
+            "store = \"redis\"\nredis_mode = \"sentinel\"\nredis_nodes = [\"10.0.0.1:26379\"]\nredis_sentinel_master = \"main\"",
+        ))
+        .unwrap();
+        assert_eq!(c.session.redis.unwrap().nodes, ["10.0.0.1:26379"]);
+        let cases = [
+            ("redis_url = \"redis://x\"", "session.store"),
+            ("store = \"redis\"\nredis_url = \"http://x\"", "session.redis_url"),
+            ("store = \"redis\"\nredis_url = \"not a url :pw@\"", "session.redis_url"),
+            ("store = \"redis\"\nredis_mode = \"cluster\"", "session.redis_nodes"),
+            (
+                "store = \"redis\"\nredis_mode = \"cluster\"\nredis_nodes = [\"nohost\"]",
+                "session.redis_nodes",
+            ),
+            (
+                "store = \"redis\"\nredis_mode = \"sentinel\"\nredis_nodes = [\"h:1\"]",
+                "session.redis_sentinel_master",
+            ),
+            (
+                "store = \"redis\"\nredis_url = \"redis://h\"\nredis_ca_file = \"/nonexistent/ca.pem\"",
+                "session.redis_ca_file",
+            ),
+            ("store = \"redis\"\nredis_mode = \"ring\"", "session.redis_mode"),
+        ];
+        for (lines, key) in cases {
+            let e = err(&with(lines));
+            assert_eq!(e.key, key, "{lines}: {e}");
+            assert!(!e.message.contains("pw@"), "{e}");
+        }
     }
 
     #[test]

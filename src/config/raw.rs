@@ -10,7 +10,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{ClientAuthMethod, LogFormat, Policy, RefreshMode, StoreKind};
+use super::{ClientAuthMethod, LogFormat, Policy, RedisMode, RefreshMode, StoreKind};
 
 /// A key of the contract whose feature this version does not have: any value is refused.
 pub(super) type NotYet = Option<toml::Value>;
@@ -99,12 +99,12 @@ pub(super) struct RawSession {
     pub lifetime: Option<String>,
     pub store: Option<StoreKind>,
     pub secure: Option<bool>,
-    pub redis_url: NotYet,
-    pub redis_url_file: NotYet,
-    pub redis_mode: NotYet,
-    pub redis_nodes: NotYet,
-    pub redis_sentinel_master: NotYet,
-    pub redis_ca_file: NotYet,
+    pub redis_url: Option<String>,
+    pub redis_url_file: Option<PathBuf>,
+    pub redis_mode: Option<RedisMode>,
+    pub redis_nodes: Option<Vec<String>>,
+    pub redis_sentinel_master: Option<String>,
+    pub redis_ca_file: Option<PathBuf>,
     pub idle_timeout: Option<String>,
     pub refresh: Option<RefreshMode>,
     pub refresh_before: Option<String>,
@@ -158,12 +158,6 @@ impl RawConfig {
             note("oidc.introspection_endpoint", &o.introspection_endpoint);
         }
         if let Some(s) = &self.session {
-            note("session.redis_url", &s.redis_url);
-            note("session.redis_url_file", &s.redis_url_file);
-            note("session.redis_mode", &s.redis_mode);
-            note("session.redis_nodes", &s.redis_nodes);
-            note("session.redis_sentinel_master", &s.redis_sentinel_master);
-            note("session.redis_ca_file", &s.redis_ca_file);
             note("session.cookie_domain", &s.cookie_domain);
         }
         for (i, r) in self.routes.iter().enumerate() {

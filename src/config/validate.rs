@@ -14,8 +14,8 @@ use url::Url;
 use super::raw::{RawConfig, RawLog, RawOidc, RawRoute, RawServer, RawSession, RawUpstream};
 use super::{
     decode_secret, ClientAuthMethod, Config, ConfigError, HeadersConfig, LogConfig, LogFormat,
-    OidcConfig, Policy, RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind,
-    TlsFiles, UpstreamConfig,
+    OidcConfig, Policy, RedisConfig, RedisMode, RefreshMode, Result, RouteConfig, ServerConfig,
+    SessionConfig, StoreKind, TlsFiles, UpstreamConfig,
 };
 
 fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -384,7 +384,7 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
         raw.ok_or_else(|| ConfigError::new("session", "the [session] section is required"))?;
     let secret_text = secret_pair(
         "session.secret",
-        raw.secret,
+        raw.secret.clone(),
         "session.secret_file",
         raw.secret_file.as_ref(),
     )?
@@ -400,7 +400,10 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
         .iter()
         .map(|s| decode_secret("session.previous_secrets", s).map(|b| SecretBox::new(Box::new(b))))
         .collect::<Result<Vec<_>>>()?;
-    let cookie_name = raw.cookie_name.unwrap_or_else(|| "_portcullis".into());
+    let cookie_name = raw
+        .cookie_name
+        .clone()
+        .unwrap_or_else(|| "_portcullis".into());
     // RFC 6265 4.1.1: a cookie-name is an RFC 2616 token; keep to a conservative subset.
     if cookie_name.is_empty()
         || cookie_name.len() > 64
@@ -413,12 +416,8 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
             "expected 1 to 64 letters, digits, '_' or '-'",
         ));
     }
-    if raw.store == Some(StoreKind::Redis) {
-        return Err(ConfigError::new(
-            "session.store",
-            "the redis store is not available yet in this version",
-        ));
-    }
+    let store = raw.store.unwrap_or(StoreKind::Cookie);
+    let redis = validate_redis(&raw, store)?;
     let https = public_url.scheme() == "https";
     let secure = raw.secure.unwrap_or(https);
     let lifetime = duration("session.lifetime", raw.lifetime.as_deref(), "12h")?;
@@ -433,7 +432,8 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
         cookie_name,
         lifetime,
         secure,
-        store: raw.store.unwrap_or(StoreKind::Cookie),
+        store,
+        redis,
         idle_timeout,
         refresh: raw.refresh.unwrap_or(RefreshMode::Auto),
         refresh_before: duration(
@@ -442,6 +442,130 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
             "60s",
         )?,
     })
+}
+
+fn validate_redis(raw: &RawSession, store: StoreKind) -> Result<Option<RedisConfig>> {
+    let any_set = raw.redis_url.is_some()
+        || raw.redis_url_file.is_some()
+        || raw.redis_mode.is_some()
+        || raw.redis_nodes.is_some()
+        || raw.redis_sentinel_master.is_some()
+        || raw.redis_ca_file.is_some();
+    if store != StoreKind::Redis {
+        if any_set {
+            return Err(ConfigError::new(
+                "session.store",
+                "the redis_* keys need store = \"redis\"",
+            ));
+        }
+        return Ok(None);
+    }
+    let mode = raw.redis_mode.unwrap_or(RedisMode::Standalone);
+    let url = secret_pair(
+        "session.redis_url",
+        raw.redis_url.clone(),
+        "session.redis_url_file",
+        raw.redis_url_file.as_ref(),
+    )?;
+    let nodes = raw.redis_nodes.clone().unwrap_or_default();
+    let url = match (mode, url) {
+        (RedisMode::Standalone, None) => {
+            return Err(ConfigError::new(
+                "session.redis_url",
+                "is required with store = \"redis\" (or session.redis_url_file)",
+            ))
+        }
+        (_, Some(url)) => url,
+        // Sentinel and cluster take their nodes from redis_nodes; the URL only adds credentials.
+        (_, None) => "redis://".to_string(),
+    };
+    let parsed = Url::parse(&url).map_err(|_| {
+        // Never echo the value: it may hold a password.
+        ConfigError::new(
+            "session.redis_url",
+            "is not a URL such as redis://host:6379/0 or rediss://:password@host:6380",
+        )
+    })?;
+    if !matches!(parsed.scheme(), "redis" | "rediss") {
+        return Err(ConfigError::new(
+            "session.redis_url",
+            "expected a redis:// or rediss:// URL",
+        ));
+    }
+    if mode == RedisMode::Standalone && parsed.host_str().is_none_or(str::is_empty) {
+        return Err(ConfigError::new("session.redis_url", "has no host"));
+    }
+    if mode != RedisMode::Standalone && nodes.is_empty() {
+        return Err(ConfigError::new(
+            "session.redis_nodes",
+            "is required in sentinel and cluster mode (host:port of each sentinel or seed node)",
+        ));
+    }
+    if mode == RedisMode::Standalone && !nodes.is_empty() {
+        return Err(ConfigError::new(
+            "session.redis_nodes",
+            "is only used in sentinel and cluster mode",
+        ));
+    }
+    for node in &nodes {
+        let ok = node.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(ConfigError::new(
+                "session.redis_nodes",
+                format!("expected host:port, got {node:?}"),
+            ));
+        }
+    }
+    let sentinel_master = raw.redis_sentinel_master.clone();
+    match (mode, &sentinel_master) {
+        (RedisMode::Sentinel, None) => {
+            return Err(ConfigError::new(
+                "session.redis_sentinel_master",
+                "is required in sentinel mode",
+            ))
+        }
+        (RedisMode::Standalone | RedisMode::Cluster, Some(_)) => {
+            return Err(ConfigError::new(
+                "session.redis_sentinel_master",
+                "is only used in sentinel mode",
+            ))
+        }
+        _ => {}
+    }
+    let ca_pem = raw
+        .redis_ca_file
+        .as_ref()
+        .map(|path| {
+            let pem = std::fs::read(path).map_err(|e| {
+                ConfigError::new(
+                    "session.redis_ca_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            if !String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(ConfigError::new(
+                    "session.redis_ca_file",
+                    format!("{} holds no PEM certificate", path.display()),
+                ));
+            }
+            Ok(pem)
+        })
+        .transpose()?;
+    if ca_pem.is_some() && parsed.scheme() != "rediss" {
+        return Err(ConfigError::new(
+            "session.redis_ca_file",
+            "is only used with a rediss:// URL",
+        ));
+    }
+    Ok(Some(RedisConfig {
+        mode,
+        url: SecretString::from(url),
+        nodes,
+        sentinel_master,
+        ca_pem,
+    }))
 }
 
 fn validate_headers(raw: Option<toml::Table>) -> Result<HeadersConfig> {

@@ -67,6 +67,8 @@ pub struct SessionCache<T> {
     shards: Box<[Shard<T>]>,
     /// Advanced by every invalidation; see the module header.
     epoch: AtomicU64,
+    /// Off while a shared store cannot tell this replica of changes: nothing is served or kept.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 impl<T> Default for SessionCache<T> {
@@ -75,6 +77,7 @@ impl<T> Default for SessionCache<T> {
             hasher: std::collections::hash_map::RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             epoch: AtomicU64::new(0),
+            enabled: std::sync::atomic::AtomicBool::new(true),
         }
     }
 }
@@ -100,6 +103,9 @@ impl<T> SessionCache<T> {
     /// The cached value for exactly these bytes, if it has not expired and was built under
     /// configuration `generation`.
     pub fn get(&self, parts: &[&[u8]], now: u64, generation: u64) -> Option<Arc<T>> {
+        if !self.enabled.load(Ordering::Acquire) {
+            return None;
+        }
         let key = self.key(parts);
         let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
         let entry = shard.get(&key)?;
@@ -134,7 +140,7 @@ impl<T> SessionCache<T> {
         let key = self.key(parts);
         let raw: Box<[u8]> = parts.concat().into_boxed_slice();
         let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-        if self.epoch.load(Ordering::SeqCst) != epoch {
+        if self.epoch.load(Ordering::SeqCst) != epoch || !self.enabled.load(Ordering::Acquire) {
             return;
         }
         if shard.len() >= SHARD_CAPACITY && !shard.contains_key(&key) {
@@ -153,6 +159,23 @@ impl<T> SessionCache<T> {
                 value,
             },
         );
+    }
+
+    /// Serve and keep entries (`true`), or neither (`false`: everything held is dropped too). Turned
+    /// on only after dropping what it held, so nothing kept while off can come back.
+    pub fn set_enabled(&self, enabled: bool) {
+        if enabled {
+            self.invalidate(|_, _| true);
+            self.enabled.store(true, Ordering::Release);
+        } else {
+            self.enabled.store(false, Ordering::Release);
+            self.invalidate(|_, _| true);
+        }
+    }
+
+    /// Whether entries are served.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Acquire)
     }
 
     /// Drop every entry `revoked` selects (given the cookie bytes and the value), and make inserts

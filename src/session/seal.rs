@@ -32,6 +32,8 @@ const SALT: &[u8] = b"portcullis cookie keys v1";
 pub(super) enum Purpose {
     Session,
     LoginState,
+    /// Sessions kept in a shared store, sealed under their store key.
+    Stored,
 }
 
 impl Purpose {
@@ -39,7 +41,48 @@ impl Purpose {
         match self {
             Self::Session => b"session",
             Self::LoginState => b"login-state",
+            Self::Stored => b"stored-session",
         }
+    }
+}
+
+/// HMAC-SHA256 keys, one per secret (current first), derived by HKDF like the sealing keys: they turn
+/// session ids and claims into the names a shared store keeps them under, so no name there is a
+/// usable cookie or a readable claim.
+pub(super) struct MacRing {
+    keys: Vec<aws_lc_rs::hmac::Key>,
+}
+
+impl MacRing {
+    pub(super) fn derive(current: &[u8], previous: &[Vec<u8>]) -> Result<MacRing, Unspecified> {
+        let salt = hkdf::Salt::new(hkdf::HKDF_SHA256, SALT);
+        let keys = std::iter::once(current)
+            .chain(previous.iter().map(Vec::as_slice))
+            .map(|secret| {
+                let prk = salt.extract(secret);
+                let okm = prk.expand(&[b"store-names"], aws_lc_rs::hmac::HMAC_SHA256)?;
+                Ok(aws_lc_rs::hmac::Key::from(okm))
+            })
+            .collect::<Result<_, Unspecified>>()?;
+        Ok(MacRing { keys })
+    }
+
+    /// The tag of `parts` under each secret, the current one first.
+    pub(super) fn tags(&self, parts: &[&[u8]]) -> Vec<[u8; 32]> {
+        self.keys
+            .iter()
+            .map(|key| {
+                let mut ctx = aws_lc_rs::hmac::Context::with_key(key);
+                for part in parts {
+                    // Length-prefixed, so the parts cannot be shifted into each other.
+                    ctx.update(&(part.len() as u64).to_le_bytes());
+                    ctx.update(part);
+                }
+                let mut tag = [0u8; 32];
+                tag.copy_from_slice(ctx.sign().as_ref());
+                tag
+            })
+            .collect()
     }
 }
 

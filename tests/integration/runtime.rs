@@ -32,7 +32,11 @@ async fn a_revoked_session_is_refused_even_when_its_cookie_is_cached() {
     s.gateway
         .runtime()
         .sessions
-        .revoke(&Revocation::Sub(sub_of("alice").into()), now)
+        .revoke(
+            &s.gateway.runtime().snapshot().cookies,
+            &Revocation::Sub(sub_of("alice").into()),
+            now,
+        )
         .await
         .unwrap();
 
@@ -88,7 +92,11 @@ async fn a_revoked_sid_ends_that_session_only() {
     s.gateway
         .runtime()
         .sessions
-        .revoke(&Revocation::Sid(sid), portcullis::login::unix_now())
+        .revoke(
+            &s.gateway.runtime().snapshot().cookies,
+            &Revocation::Sid(sid),
+            portcullis::login::unix_now(),
+        )
         .await
         .unwrap();
     assert_eq!(

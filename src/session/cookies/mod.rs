@@ -23,7 +23,8 @@ use cookie::{Cookie, CookieBuilder, SameSite};
 use http::{HeaderMap, HeaderValue};
 
 use super::header::{self, pairs};
-use super::seal::{KeyRing, Purpose};
+use super::payload;
+use super::seal::{self, KeyRing, MacRing, Purpose};
 use super::{CookieSettings, LoginState, Session, SessionError, MAX_NAME_LEN};
 
 pub use login::{LOGIN_TTL, MAX_LOGIN_STATES};
@@ -45,6 +46,9 @@ pub struct SessionCookies {
     attributes: Attributes,
     session: SessionCookie,
     login: LoginCookies,
+    /// For sessions kept in a shared store: their sealing keys and the keys that name them there.
+    stored: KeyRing,
+    names: MacRing,
 }
 
 impl fmt::Debug for SessionCookies {
@@ -69,13 +73,19 @@ impl SessionCookies {
         if current.len() < MIN_SECRET_LEN || previous.iter().any(|s| s.len() < MIN_SECRET_LEN) {
             return Err(SessionError::SecretTooShort);
         }
-        let [session_keys, login_keys] =
-            KeyRing::derive(current, previous, [Purpose::Session, Purpose::LoginState])
-                .map_err(|_| SessionError::KeyDerivation)?;
+        let [session_keys, login_keys, stored] = KeyRing::derive(
+            current,
+            previous,
+            [Purpose::Session, Purpose::LoginState, Purpose::Stored],
+        )
+        .map_err(|_| SessionError::KeyDerivation)?;
+        let names = MacRing::derive(current, previous).map_err(|_| SessionError::KeyDerivation)?;
         Ok(Self {
             session: SessionCookie::new(&settings.name, session_keys),
             login: LoginCookies::new(&settings.name, login_keys),
             attributes: Attributes { settings },
+            stored,
+            names,
         })
     }
 
@@ -152,6 +162,44 @@ impl SessionCookies {
     ) -> Option<(LoginState, HeaderValue)> {
         self.login
             .finish(&self.attributes, state_param, request, now)
+    }
+
+    /// The names a shared store keeps `parts` under (an id, a claim with its kind), one per secret,
+    /// the current one first: keyed hashes, so no name is a usable cookie or a readable claim.
+    pub fn store_names(&self, parts: &[&[u8]]) -> Vec<[u8; 32]> {
+        self.names.tags(parts)
+    }
+
+    /// `session` sealed for a shared store, bound to the name it is kept under.
+    pub fn seal_stored(&self, name: &[u8], session: &Session) -> Result<String, SessionError> {
+        let mut plain = seal::plaintext_buffer(payload::size_hint(session));
+        payload::encode(session, &mut plain)?;
+        self.stored
+            .seal(name, plain)
+            .map_err(|_| SessionError::Seal)
+    }
+
+    /// A session a shared store kept under `name`; `None` when it does not open (another name,
+    /// an unknown key, tampering) or has expired.
+    pub fn open_stored(&self, name: &[u8], sealed: &[u8], now: u64) -> Option<Session> {
+        let mut buf = Vec::with_capacity(sealed.len() / 4 * 3 + 3);
+        let plain = self
+            .stored
+            .open(name, &mut buf, |raw| seal::decode_into(sealed, raw))?;
+        payload::decode(plain, now)
+    }
+
+    /// `Set-Cookie` values carrying a session id (a shared store's cookie) until `expires_at`, plus
+    /// deletions of any chunks of ours in `request`.
+    pub fn write_id(
+        &self,
+        id: &str,
+        expires_at: u64,
+        request: &HeaderMap,
+        now: u64,
+    ) -> Vec<HeaderValue> {
+        self.session
+            .write_single(&self.attributes, id, expires_at, request, now)
     }
 
     /// `Set-Cookie` deleting the login cookie for `state_param` (for error paths).

@@ -117,6 +117,21 @@ impl SessionCookie {
         Ok(out)
     }
 
+    /// One cookie with `value` (a session id), deleting every chunk of ours in `request`.
+    pub(super) fn write_single(
+        &self,
+        attributes: &Attributes,
+        value: &str,
+        expires_at: u64,
+        request: &HeaderMap,
+        now: u64,
+    ) -> Vec<HeaderValue> {
+        let mut out =
+            vec![attributes.set_cookie(&self.name, value, attributes.max_age(expires_at, now))];
+        attributes.push_deletions(&mut out, request, |name| self.chunk_index(name).is_some());
+        out
+    }
+
     /// The sealed text of `session`, before any chunking.
     fn seal(&self, session: &Session) -> Result<String, SessionError> {
         let mut plain = seal::plaintext_buffer(payload::size_hint(session));

@@ -163,7 +163,13 @@ impl SessionStore for CookieStore {
         Ok(())
     }
 
-    async fn first_use(&self, value: &str, until: u64, now: u64) -> Result<bool, StoreError> {
+    async fn first_use(
+        &self,
+        _codec: &SessionCookies,
+        value: &str,
+        until: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
         let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
         if used.until.get(value).is_some_and(|&u| u > now) {
             return Ok(false);
@@ -208,7 +214,12 @@ impl SessionStore for CookieStore {
         Ok(codec.clear(request))
     }
 
-    async fn revoke(&self, revocation: &Revocation, now: u64) -> Result<(), StoreError> {
+    async fn revoke(
+        &self,
+        _codec: &SessionCookies,
+        revocation: &Revocation,
+        now: u64,
+    ) -> Result<(), StoreError> {
         let mut revoked = self.revoked();
         revoked.by_claim.push((revocation.clone(), now));
         self.prune(&mut revoked, now);
@@ -307,13 +318,13 @@ mod tests {
             assert!(load(&store, &codec, h, NOW).await.is_some());
         }
         store
-            .revoke(&Revocation::Sid("sid-1".into()), NOW)
+            .revoke(&codec, &Revocation::Sid("sid-1".into()), NOW)
             .await
             .unwrap();
         assert!(load(&store, &codec, &alice_1, NOW).await.is_none());
         assert!(load(&store, &codec, &alice_2, NOW).await.is_some());
         store
-            .revoke(&Revocation::Sub("alice".into()), NOW)
+            .revoke(&codec, &Revocation::Sub("alice".into()), NOW)
             .await
             .unwrap();
         assert!(load(&store, &codec, &alice_2, NOW).await.is_none());
@@ -327,7 +338,7 @@ mod tests {
         assert!(load(&store, &codec, &bob, NOW).await.is_none());
         // Revocations are forgotten once what they cover has expired anyway.
         store
-            .revoke(&Revocation::Sid("x".into()), NOW + 7200)
+            .revoke(&codec, &Revocation::Sid("x".into()), NOW + 7200)
             .await
             .unwrap();
         assert_eq!(store.revoked().by_claim.len(), 1);

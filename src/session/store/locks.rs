@@ -11,7 +11,19 @@ use super::{SessionKey, StoreError};
 
 /// Held while one caller refreshes a session; dropping it lets the next waiter in.
 pub struct RefreshLock {
+    /// The lock in a shared store, across replicas (declared first: dropped, so released, first).
+    _remote: Option<super::redis::RemoteLock>,
     _guard: OwnedMutexGuard<()>,
+}
+
+impl RefreshLock {
+    /// The local lock plus one held in a shared store.
+    pub(super) fn with_remote(local: RefreshLock, remote: super::redis::RemoteLock) -> RefreshLock {
+        RefreshLock {
+            _guard: local._guard,
+            _remote: Some(remote),
+        }
+    }
 }
 
 /// The per-key mutexes of one process.
@@ -41,7 +53,10 @@ impl LocalLocks {
             }
         };
         match tokio::time::timeout(wait, mutex.lock_owned()).await {
-            Ok(guard) => Ok(RefreshLock { _guard: guard }),
+            Ok(guard) => Ok(RefreshLock {
+                _guard: guard,
+                _remote: None,
+            }),
             Err(_) => Err(StoreError::LockTimeout),
         }
     }

@@ -15,6 +15,7 @@
 
 mod cookie;
 mod locks;
+pub mod redis;
 
 use std::future::Future;
 use std::sync::atomic::Ordering;
@@ -27,6 +28,7 @@ use super::cache::SessionCache;
 use super::{Authenticated, Session, SessionCookies, SessionError, Successor};
 use crate::identity::IdentityHeaders;
 
+pub use self::redis::RedisStore;
 pub use cookie::CookieStore;
 pub use locks::RefreshLock;
 
@@ -39,6 +41,9 @@ pub enum StoreError {
     /// A refresh lock was not acquired within the wait.
     #[error("timed out waiting for a concurrent refresh of this session")]
     LockTimeout,
+    /// The session to update was ended meanwhile (signed out, revoked).
+    #[error("the session ended meanwhile")]
+    Gone,
     /// The session cannot be encoded for storage (too large, too deeply nested).
     #[error(transparent)]
     Encode(#[from] SessionError),
@@ -169,6 +174,7 @@ pub trait SessionStore: Send + Sync {
     /// End every session `revocation` covers.
     fn revoke(
         &self,
+        codec: &SessionCookies,
         revocation: &Revocation,
         now: u64,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
@@ -177,6 +183,7 @@ pub trait SessionStore: Send + Sync {
     /// seconds), so a second use before then answers `false`.
     fn first_use(
         &self,
+        codec: &SessionCookies,
         value: &str,
         until: u64,
         now: u64,
@@ -194,13 +201,15 @@ pub trait SessionStore: Send + Sync {
 /// The configured store.
 pub enum Store {
     Cookie(CookieStore),
+    Redis(RedisStore),
 }
 
 impl Store {
-    /// A configuration may allow sessions to live this long from now on.
-    fn note_lifetime(&self, lifetime: Duration) {
+    /// A new configuration's lifetime and idle timeout.
+    fn note_settings(&self, lifetime: Duration, idle: Option<Duration>) {
         match self {
             Store::Cookie(s) => s.note_lifetime(lifetime),
+            Store::Redis(s) => s.note_idle(idle),
         }
     }
 }
@@ -210,6 +219,7 @@ macro_rules! each_store {
     ($self:ident, $s:ident => $call:expr) => {
         match $self {
             Store::Cookie($s) => $call,
+            Store::Redis($s) => $call,
         }
     };
 }
@@ -268,12 +278,23 @@ impl SessionStore for Store {
         each_store!(self, s => s.end(key, expires_at, now).await)
     }
 
-    async fn revoke(&self, revocation: &Revocation, now: u64) -> Result<(), StoreError> {
-        each_store!(self, s => s.revoke(revocation, now).await)
+    async fn revoke(
+        &self,
+        codec: &SessionCookies,
+        revocation: &Revocation,
+        now: u64,
+    ) -> Result<(), StoreError> {
+        each_store!(self, s => s.revoke(codec, revocation, now).await)
     }
 
-    async fn first_use(&self, value: &str, until: u64, now: u64) -> Result<bool, StoreError> {
-        each_store!(self, s => s.first_use(value, until, now).await)
+    async fn first_use(
+        &self,
+        codec: &SessionCookies,
+        value: &str,
+        until: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        each_store!(self, s => s.first_use(codec, value, until, now).await)
     }
 
     async fn lock_refresh(
@@ -377,7 +398,12 @@ impl<S: SessionStore> Sessions<S> {
                 if now >= auth.session.seen_at.saturating_add(idle.timeout.as_secs()) {
                     continue;
                 }
-                set_cookies.extend(self.record_use(codec, &auth, headers, now, idle).await?);
+                // A use that cannot be recorded is not this request's failure: the session idles
+                // out a little sooner at worst.
+                match self.record_use(codec, &auth, headers, now, idle).await {
+                    Ok(cookies) => set_cookies.extend(cookies),
+                    Err(e) => tracing::warn!("recording a session's use failed: {e}"),
+                }
             }
             return Ok(Some(Opened { auth, set_cookies }));
         }
@@ -482,7 +508,12 @@ impl<S: SessionStore> Sessions<S> {
     }
 
     /// End every session `revocation` covers, in the store and in the cache.
-    pub async fn revoke(&self, revocation: &Revocation, now: u64) -> Result<(), StoreError> {
+    pub async fn revoke(
+        &self,
+        codec: &SessionCookies,
+        revocation: &Revocation,
+        now: u64,
+    ) -> Result<(), StoreError> {
         // The cache first: from here on nothing it held can be served, and what the store still
         // returns until its own revocation lands is refused below by the epoch.
         let covered = |auth: &Authenticated| {
@@ -492,14 +523,20 @@ impl<S: SessionStore> Sessions<S> {
                     .is_some_and(|s| revocation.covers(&s.auth.session, now))
         };
         self.cache.invalidate(|_, auth| covered(auth));
-        self.store.revoke(revocation, now).await?;
+        self.store.revoke(codec, revocation, now).await?;
         self.cache.invalidate(|_, auth| covered(auth));
         Ok(())
     }
 
     /// See [`SessionStore::first_use`].
-    pub async fn first_use(&self, value: &str, until: u64, now: u64) -> Result<bool, StoreError> {
-        self.store.first_use(value, until, now).await
+    pub async fn first_use(
+        &self,
+        codec: &SessionCookies,
+        value: &str,
+        until: u64,
+        now: u64,
+    ) -> Result<bool, StoreError> {
+        self.store.first_use(codec, value, until, now).await
     }
 
     /// See [`SessionStore::lock_refresh`].
@@ -513,8 +550,13 @@ impl<S: SessionStore> Sessions<S> {
 }
 
 impl Sessions<Store> {
-    /// A new configuration may allow sessions to live this long from now on.
-    pub fn note_lifetime(&self, lifetime: Duration) {
-        self.store.note_lifetime(lifetime);
+    /// A new configuration's lifetime and idle timeout.
+    pub fn note_settings(&self, lifetime: Duration, idle: Option<Duration>) {
+        self.store.note_settings(lifetime, idle);
+    }
+
+    /// The configured store.
+    pub fn store(&self) -> &Store {
+        &self.store
     }
 }

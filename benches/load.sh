@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Load benchmark: portcullis checking a session on every request, side by side with nginx proxying
-# with no authentication at all, and with the upstream alone.
+# Load benchmark: portcullis checking a session on every request (cookie store, and Redis store with a
+# redis-server started here), side by side with nginx proxying with no authentication at all, and with
+# the upstream alone.
 #
 #   benches/load.sh                    # 3 alternating rounds, wrk -t1 -c50 and -c1, 10 s each
 #   ROUNDS=5 DURATION=20s benches/load.sh
 #
 # Everything listens on 127.0.0.1 (free high ports). Servers are pinned to CPU $SERVER_CPU, wrk and the
-# login client to $CLIENT_CPU. Installs nginx and wrk from Debian's packages when missing. Prints a
-# markdown table on stdout; progress goes to stderr.
+# login client to $CLIENT_CPU. Installs nginx, wrk and redis-server from Debian's packages when missing.
+# Prints a markdown table on stdout; progress goes to stderr.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,11 +25,11 @@ log() { echo "load.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
 
 # --- tools -----------------------------------------------------------------------------------------
-if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
-  log "installing nginx and wrk"
+if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null || ! command -v redis-server >/dev/null; then
+  log "installing nginx, wrk and redis-server"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx wrk >&2
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq nginx wrk redis-server redis-tools >&2
 fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
@@ -95,6 +96,7 @@ peak_rss_kb() {
 }
 
 UP_PORT=$(free_port); NGX_PORT=$(free_port); GW_PORT=$(free_port); PROV_PORT=$(free_port)
+GWR_PORT=$(free_port); REDIS_PORT=$(free_port)
 BODY="portcullis load benchmark: a small response from the upstream, about one hundred bytes long!!"
 
 nginx_conf() { # name, server block
@@ -168,24 +170,36 @@ lifetime = "12h"
 [log]
 level = "info"
 EOF
+# The same gateway on the Redis store.
+sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GWR_PORT/g" \
+  -e "s|^lifetime = \"12h\"|lifetime = \"12h\"\nstore = \"redis\"\nredis_url = \"redis://127.0.0.1:$REDIS_PORT\"|" \
+  "$WORK/gateway.toml" >"$WORK/gateway-redis.toml"
 
-log "starting upstream :$UP_PORT, nginx proxy :$NGX_PORT, provider :$PROV_PORT, portcullis :$GW_PORT"
+log "starting upstream :$UP_PORT, nginx proxy :$NGX_PORT, provider :$PROV_PORT, portcullis :$GW_PORT, portcullis on Redis :$GWR_PORT, redis :$REDIS_PORT"
+taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+  --dir "$WORK" --logfile "$WORK/redis.log" &
+REDIS_PID=$!; PIDS+=("$REDIS_PID")
 taskset -c "$SERVER_CPU" "$NGINX" -e "$WORK/upstream-error.log" -p "$WORK" -c "$WORK/upstream.conf" 2>>"$WORK/nginx.log" &
 UP_PID=$!; PIDS+=("$UP_PID")
 taskset -c "$SERVER_CPU" "$NGINX" -e "$WORK/proxy-error.log" -p "$WORK" -c "$WORK/proxy.conf" 2>>"$WORK/nginx.log" &
 NGX_PID=$!; PIDS+=("$NGX_PID")
 # The provider reads its stdin until it closes: a FIFO held open by this script.
 mkfifo "$WORK/provider.in"
-taskset -c "$CLIENT_CPU" "$HELPER" provider "$PROV_PORT" "http://127.0.0.1:$GW_PORT/oauth2/callback" \
+taskset -c "$CLIENT_CPU" "$HELPER" provider "$PROV_PORT" \
+  "http://127.0.0.1:$GW_PORT/oauth2/callback,http://127.0.0.1:$GWR_PORT/oauth2/callback" \
   "$CLIENT_ID" "$CLIENT_SECRET" <"$WORK/provider.in" >"$WORK/provider.log" 2>&1 &
 PROV_PID=$!; PIDS+=("$PROV_PID")
 exec 7>"$WORK/provider.in"
-taskset -c "$SERVER_CPU" "$PORTCULLIS" --config "$WORK/gateway.toml" 2>"$WORK/gateway.log" &
+taskset -c "$SERVER_CPU" "$PORTCULLIS" --config "$WORK/gateway.toml" >/dev/null 2>"$WORK/gateway.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
+for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+taskset -c "$SERVER_CPU" "$PORTCULLIS" --config "$WORK/gateway-redis.toml" >/dev/null 2>"$WORK/gateway-redis.log" &
+GWR_PID=$!; PIDS+=("$GWR_PID")
 
 wait_status "http://127.0.0.1:$UP_PORT/" 200
 wait_status "http://127.0.0.1:$NGX_PORT/" 200
 wait_status "http://127.0.0.1:$GW_PORT/readyz" 200
+wait_status "http://127.0.0.1:$GWR_PORT/readyz" 200
 
 # --- a real login, then check that the cookie authenticates and that nothing else gets through ------
 log "logging in against the development provider"
@@ -205,15 +219,29 @@ hits_after=$(wc -l <"$WORK/canary.log")
 [ "$s_api" = 401 ] && [ "$s_browser" = 302 ] && [ "$s_forged" = 401 ] && [ "$hits_after" = "$hits_before" ] ||
   die "requests without a valid session reached the upstream or were not refused ($s_api, $s_browser, $s_forged; upstream hits $hits_before -> $hits_after)"
 log "verified: session -> 200 with '$IDENTITY' at the upstream; no cookie -> 401/302, forged -> 401, upstream not reached"
+taskset -c "$CLIENT_CPU" "$HELPER" login "http://127.0.0.1:$GWR_PORT" /canary 1 1 30 >"$WORK/login-redis.out"
+COOKIE_REDIS=$(sed -n 's/^cookie=//p' "$WORK/login-redis.out")
+[ -n "$COOKIE_REDIS" ] || die "no session cookie from the login on the Redis store"
+status=$(curl -s -o "$WORK/canary-redis.body" -w '%{http_code}' -H "Cookie: $COOKIE_REDIS" "http://127.0.0.1:$GWR_PORT/canary")
+[ "$status" = 200 ] && grep -q '^user=..*' "$WORK/canary-redis.body" ||
+  die "the Redis-store session does not authenticate (HTTP $status)"
+[ "$(redis-cli -p "$REDIS_PORT" --scan --pattern 'portcullis:s:*' | wc -l)" -ge 1 ] ||
+  die "the Redis store holds no session"
+log "verified: the Redis-store session -> 200 with identity; the session is in Redis"
 
 # --- throughput rounds ------------------------------------------------------------------------------
 declare -A TARGET_URL=(
   [direct]="http://127.0.0.1:$UP_PORT/"
   [nginx]="http://127.0.0.1:$NGX_PORT/"
   [portcullis]="http://127.0.0.1:$GW_PORT/"
+  [redis]="http://127.0.0.1:$GWR_PORT/"
 )
-declare -A TARGET_PID=([direct]="" [nginx]="$NGX_PID" [portcullis]="$GW_PID")
-VARIANTS=(direct nginx portcullis)
+declare -A TARGET_PID=([direct]="" [nginx]="$NGX_PID" [portcullis]="$GW_PID" [redis]="$GWR_PID")
+declare -A TARGET_COOKIE=([direct]="$COOKIE" [nginx]="$COOKIE" [portcullis]="$COOKIE" [redis]="$COOKIE_REDIS")
+VARIANTS=(direct nginx portcullis redis)
+# Redis commands processed, for the calls per proxied request.
+redis_calls() { redis-cli -p "$REDIS_PORT" info stats | awk -F: '/^total_commands_processed/ {print $2 + 0}'; }
+REDIS_CALLS=0; REDIS_REQUESTS=0
 declare -A RPS P50 P99 CPU
 
 to_us() { # wrk latency such as 812.00us, 1.23ms, 1.01s -> microseconds
@@ -226,10 +254,16 @@ to_us() { # wrk latency such as 812.00us, 1.23ms, 1.01s -> microseconds
 run_wrk() { # variant connections
   local v=$1 c=$2 pids before after out requests
   pids=""; [ -n "${TARGET_PID[$v]}" ] && pids=$(proc_tree "${TARGET_PID[$v]}")
+  local calls_before; calls_before=$(redis_calls)
   before=$(cpu_ticks $pids)
-  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency -H "Cookie: $COOKIE" \
+  out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency -H "Cookie: ${TARGET_COOKIE[$v]}" \
     -H 'Accept: text/html' "${TARGET_URL[$v]}")
   after=$(cpu_ticks $pids)
+  if [ "$v" = redis ]; then
+    # The INFO that reads the counter counts itself: one per reading.
+    REDIS_CALLS=$((REDIS_CALLS + $(redis_calls) - calls_before - 1))
+    REDIS_REQUESTS=$((REDIS_REQUESTS + $(echo "$out" | awk '/requests in/ {print $1}')))
+  fi
   echo "$out" | grep -q 'Non-2xx' && die "$v: non-2xx responses: $out"
   requests=$(echo "$out" | awk '/requests in/ {print $1}')
   RPS[$v,$c]+="$(echo "$out" | awk '/^Requests\/sec/ {print $2}') "
@@ -245,7 +279,7 @@ median() { printf '%s\n' $1 | sort -g | awk '{a[NR] = $1} END {if (NR == 0) prin
 
 log "warming up"
 for v in "${VARIANTS[@]}"; do
-  taskset -c "$CLIENT_CPU" wrk -t1 -c50 -d2s -H "Cookie: $COOKIE" "${TARGET_URL[$v]}" >/dev/null
+  taskset -c "$CLIENT_CPU" wrk -t1 -c50 -d2s -H "Cookie: ${TARGET_COOKIE[$v]}" "${TARGET_URL[$v]}" >/dev/null
 done
 for round in $(seq 1 "$ROUNDS"); do
   log "round $round of $ROUNDS"
@@ -255,6 +289,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 RSS_NGINX=$(peak_rss_kb $(proc_tree "$NGX_PID"))
 RSS_GW=$(peak_rss_kb "$GW_PID")
+RSS_GWR=$(peak_rss_kb "$GWR_PID")
 
 # --- logins -----------------------------------------------------------------------------------------
 log "$LOGINS logins, $LOGIN_CONCURRENCY at a time"
@@ -280,6 +315,7 @@ for c in 50 1; do
       direct) name="(a) upstream direct"; rss="-" ;;
       nginx) name="(b) nginx proxy, no auth"; rss=$(kb_to_mib "$RSS_NGINX") ;;
       portcullis) name="(c) portcullis, session"; rss=$(kb_to_mib "$RSS_GW") ;;
+      redis) name="(d) portcullis, session in Redis"; rss=$(kb_to_mib "$RSS_GWR") ;;
     esac
     cpu="-"; [ -n "${CPU[$v,$c]:-}" ] && cpu=$(median "${CPU[$v,$c]}")
     echo "| $name | $c | $(median "${RPS[$v,$c]}") | $(median "${P50[$v,$c]}") | $(median "${P99[$v,$c]}") | $cpu | $rss |"
@@ -295,6 +331,17 @@ for c in 50 1; do
 | $(ratio "$(median "${CPU[portcullis,$c]}")" "$(median "${CPU[nginx,$c]}")") \
 | $(ratio "$RSS_GW" "$RSS_NGINX") |"
 done
+echo
+echo "| (d) Redis store | conns | req/s vs nginx (b) | req/s vs cookie store (c) | p99 vs (c) | CPU per request vs (c) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for c in 50 1; do
+  echo "| ratio | $c | $(ratio "$(median "${RPS[redis,$c]}")" "$(median "${RPS[nginx,$c]}")") \
+| $(ratio "$(median "${RPS[redis,$c]}")" "$(median "${RPS[portcullis,$c]}")") \
+| $(ratio "$(median "${P99[redis,$c]}")" "$(median "${P99[portcullis,$c]}")") \
+| $(ratio "$(median "${CPU[redis,$c]}")" "$(median "${CPU[portcullis,$c]}")") |"
+done
+echo
+echo "Redis commands per proxied request (d), all rounds: $(awk -v a="$REDIS_CALLS" -v b="$REDIS_REQUESTS" 'BEGIN {if (b == 0) print "-"; else printf "%.5f (%d commands, %d requests)", a / b, a, b}')"
 echo
 echo "| logins | logins/s (concurrency $LOGIN_CONCURRENCY) | gateway CPU per login (us, provider excluded) |"
 echo "|---:|---:|---:|"

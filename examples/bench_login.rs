@@ -2,8 +2,9 @@
 //! that performs real logins through a running gateway.
 //!
 //! ```text
-//! bench_login provider PORT REDIRECT_URI CLIENT_ID CLIENT_SECRET
-//!     Serve the development provider on 127.0.0.1:PORT (client_secret_basic) until stdin closes.
+//! bench_login provider PORT REDIRECT_URIS CLIENT_ID CLIENT_SECRET
+//!     Serve the development provider on 127.0.0.1:PORT (client_secret_basic) until stdin closes;
+//!     REDIRECT_URIS is a comma-separated list (one per gateway under test).
 //! bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS
 //!     Perform COUNT full logins (gateway -> provider form -> callback), CONCURRENCY at a time, stopping
 //!     early after TIME_LIMIT_SECS. Prints `cookie=<Cookie header of the last session>` and
@@ -62,7 +63,7 @@ async fn provider(
             clients: vec![DevClient {
                 client_id: client_id.to_string(),
                 auth: DevClientAuth::SecretBasic(secret.to_string()),
-                redirect_uris: vec![redirect_uri.to_string()],
+                redirect_uris: redirect_uri.split(',').map(str::to_string).collect(),
             }],
             profile: Profile::Standard,
             issue_refresh_token: false,

@@ -17,6 +17,10 @@
 //! which a reload swaps whole. Errors: every failure is a `GatewayError`, rendered in one place
 //! (`error`).
 
+// The request's future nests every phase, the session store and the proxy: deeper than the compiler's
+// default when it computes that future's layout.
+#![recursion_limit = "256"]
+
 pub mod backchannel;
 pub mod config;
 pub mod demo;

@@ -4,7 +4,8 @@
 #
 # Usage: benches/profile.sh [NAME]      writes target/profile/NAME.cg* (NAME defaults to "gateway")
 # Needs valgrind, nginx, wrk and curl (Debian: valgrind nginx-light wrk curl); run after
-# `cargo build --release --bin portcullis --example bench_login`. CONNS (default 4) and DURATION
+# `cargo build --release --bin portcullis` and then `cargo build --release --example bench_login`
+# (two builds: one would give the binary the development provider's test-only features). CONNS (default 4) and DURATION
 # (default 5s) tune the measured wrk run. Everything listens on free ports of 127.0.0.1.
 # Read the result with `callgrind_annotate --inclusive=yes target/profile/NAME.cg.1`.
 set -euo pipefail

@@ -4,6 +4,8 @@
 //! Request logs carry the method, canonical path and status, never header values, query strings (which
 //! hold authorization codes and state) or bodies.
 
+pub mod metrics;
+
 use crate::config::{LogConfig, LogFormat};
 
 /// Install the global subscriber. Safe to call more than once: later calls are ignored.

@@ -116,6 +116,8 @@ fn session_decode(c: &mut Criterion) {
                 .authenticate(&codec, headers, NOW + 1, 0, |session| Authenticated {
                     session,
                     identity: Vec::new(),
+                    access: Ok(()),
+                    assertions: Default::default(),
                 })
                 .now_or_never()
                 .expect("the cookie store answers at once")
@@ -205,7 +207,7 @@ fn header_rewrite(c: &mut Criterion) {
             || as_parsed(&request),
             |headers| {
                 codec.strip_own_cookies(headers);
-                proxy.rewrite_headers(headers, &uri, &conn, &upstream, &identity)
+                proxy.rewrite_headers(headers, &uri, &conn, &upstream, &identity, None)
             },
             BatchSize::PerIteration,
         )
@@ -246,6 +248,7 @@ fn route_matching(c: &mut Criterion) {
                 methods,
                 policy,
                 upstream: None,
+                allowed_groups: None,
             }
         })
         .collect();

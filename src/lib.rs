@@ -17,6 +17,8 @@
 //! which a reload swaps whole. Errors: every failure is a `GatewayError`, rendered in one place
 //! (`error`).
 
+pub mod assertion;
+pub mod bearer;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -24,6 +26,7 @@ pub mod identity;
 pub mod login;
 pub mod oidc;
 pub mod phases;
+pub mod policy;
 pub mod proxy;
 pub mod router;
 pub mod runtime;

@@ -63,12 +63,19 @@ impl fmt::Debug for Session {
     }
 }
 
-/// An opened session with the identity headers it gives upstream: built once per session (and
-/// configuration), then served from the cache for every later request of that session.
+/// An opened session with what follows from it under one configuration: the identity headers it
+/// gives upstream, the `[access]` verdict and the assertions minted for it. Built once per session
+/// (and configuration) by `Snapshot::open`, then served from the cache for every later request of
+/// that session. An API client's bearer token is opened into the same shape (a session of one
+/// token, with no tokens kept), cached by the token instead of a cookie.
 #[derive(Debug)]
 pub struct Authenticated {
     pub session: Session,
     pub identity: crate::identity::IdentityHeaders,
+    /// Whether `[access]` lets this identity pass (a route's own groups are checked per request).
+    pub access: crate::policy::Verdict,
+    /// The signed assertions minted for this identity, reused while fresh.
+    pub assertions: crate::assertion::AssertionCache,
 }
 
 /// Cookie name and attributes, from the `[session]` configuration.

@@ -256,33 +256,34 @@ fn check_claim(rule: &ClaimRule, claims: &Claims) -> Verdict {
         Some(v) => v,
     };
     let matches = |c: &Claim<'_>| rule.accepted.iter().any(|a| same_value(c, a));
-    let found =
-        match &value {
-            Claim::String(_) | Claim::Number(_) | Claim::Bool(_) => matches(&value),
-            Claim::Array(items) => {
-                let mut found = false;
-                for item in items.clone() {
-                    match item {
-                        Claim::String(_) | Claim::Number(_) | Claim::Bool(_) => {
-                            found = found || matches(&item)
-                        }
-                        _ => return Err(malformed(
+    let found = match &value {
+        Claim::String(_) | Claim::Number(_) | Claim::Bool(_) => matches(&value),
+        Claim::Array(items) => {
+            let mut found = false;
+            for item in items.clone() {
+                match item {
+                    Claim::String(_) | Claim::Number(_) | Claim::Bool(_) => {
+                        found = found || matches(&item)
+                    }
+                    _ => {
+                        return Err(malformed(
                             &rule.key,
                             format!(
                                 "{name:?} holds something other than strings, numbers or booleans"
                             ),
-                        )),
+                        ))
                     }
                 }
-                found
             }
-            _ => {
-                return Err(malformed(
-                    &rule.key,
-                    format!("{name:?} is an object or null"),
-                ))
-            }
-        };
+            found
+        }
+        _ => {
+            return Err(malformed(
+                &rule.key,
+                format!("{name:?} is an object or null"),
+            ))
+        }
+    };
     if found {
         Ok(())
     } else {

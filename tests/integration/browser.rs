@@ -142,6 +142,7 @@ pub async fn stack(opts: StackOptions) -> Stack {
             }],
             profile: opts.profile,
             issue_refresh_token: opts.refresh_tokens,
+            ..Default::default()
         },
     )
     .await

@@ -40,6 +40,7 @@ pub(crate) struct Urls {
     pub(crate) jwks_uri: String,
     pub(crate) userinfo_endpoint: String,
     pub(crate) end_session_endpoint: String,
+    pub(crate) introspection_endpoint: String,
     pub(crate) discovery_path: String,
     pub(crate) authorize_path: &'static str,
     pub(crate) login_path: &'static str,
@@ -47,6 +48,7 @@ pub(crate) struct Urls {
     pub(crate) jwks_path: &'static str,
     pub(crate) userinfo_path: &'static str,
     pub(crate) end_session_path: &'static str,
+    pub(crate) introspection_path: &'static str,
 }
 
 impl Urls {
@@ -66,6 +68,7 @@ impl Urls {
                 jwks_uri: format!("{origin}/jwks"),
                 userinfo_endpoint: format!("{origin}/userinfo"),
                 end_session_endpoint: format!("{origin}/end_session"),
+                introspection_endpoint: format!("{origin}/introspect"),
                 discovery_path: "/.well-known/openid-configuration".to_owned(),
                 authorize_path: "/authorize",
                 login_path: "/login",
@@ -73,6 +76,7 @@ impl Urls {
                 jwks_path: "/jwks",
                 userinfo_path: "/userinfo",
                 end_session_path: "/end_session",
+                introspection_path: "/introspect",
             },
             Profile::Asgardeo => {
                 // Like accounts.asgardeo.io (iss) versus api.asgardeo.io (endpoints): same
@@ -85,6 +89,7 @@ impl Urls {
                     jwks_uri: format!("{api}/t/demo/oauth2/jwks"),
                     userinfo_endpoint: format!("{api}/t/demo/oauth2/userinfo"),
                     end_session_endpoint: format!("{api}/t/demo/oidc/logout"),
+                    introspection_endpoint: format!("{api}/t/demo/oauth2/introspect"),
                     discovery_path: "/t/demo/oauth2/token/.well-known/openid-configuration"
                         .to_owned(),
                     authorize_path: "/t/demo/oauth2/authorize",
@@ -93,6 +98,7 @@ impl Urls {
                     jwks_path: "/t/demo/oauth2/jwks",
                     userinfo_path: "/t/demo/oauth2/userinfo",
                     end_session_path: "/t/demo/oidc/logout",
+                    introspection_path: "/t/demo/oauth2/introspect",
                 }
             }
         }
@@ -228,6 +234,8 @@ pub(crate) struct Counters {
     pub(crate) jwks: AtomicU64,
     pub(crate) token: AtomicU64,
     pub(crate) discovery: AtomicU64,
+    pub(crate) introspection: AtomicU64,
+    pub(crate) userinfo: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -235,6 +243,11 @@ pub(crate) struct Shared {
     pub(crate) urls: Urls,
     pub(crate) clients: Vec<RegisteredClient>,
     pub(crate) issue_refresh_token: bool,
+    pub(crate) access_token_audience: Option<String>,
+    /// Seconds.
+    pub(crate) access_token_ttl: u64,
+    pub(crate) userinfo_only_claims: Vec<String>,
+    pub(crate) extra_claims: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
     pub(crate) keys: RwLock<KeySet>,
     #[cfg(feature = "misbehavior")]
     pub(crate) misbehavior: Mutex<Misbehavior>,
@@ -265,6 +278,12 @@ impl Shared {
             urls: Urls::new(addr, options.profile),
             clients,
             issue_refresh_token: options.issue_refresh_token,
+            access_token_audience: options.access_token_audience,
+            access_token_ttl: options
+                .access_token_lifetime
+                .map_or(ACCESS_TOKEN_TTL, |d| d.as_secs().max(1)),
+            userinfo_only_claims: options.userinfo_only_claims,
+            extra_claims: options.extra_claims,
             keys: RwLock::new(KeySet::generate(options.profile)?),
             #[cfg(feature = "misbehavior")]
             misbehavior: Mutex::new(Misbehavior::None),

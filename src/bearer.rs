@@ -7,9 +7,10 @@
 //! opaque tokens), the policy (`authorize` applies `[access]` to a token's claims as to a session's),
 //! or the identity headers (`identity`, through `Snapshot::open`).
 //!
-//! How a token is checked: one that parses as a signed JWT is validated locally when `api.audiences`
-//! is set (its `aud` must name one); any other token, or any token when no audiences are set, goes to
-//! the provider's introspection endpoint when `api.introspection` is on; otherwise it is refused.
+//! How a token is checked: one of three dot-separated parts (a signed JWT) is validated locally when
+//! `api.audiences` is set (its `aud` must name one); any other token, or any token when no audiences
+//! are set, goes to the provider's introspection endpoint when `api.introspection` is on; otherwise it
+//! is refused.
 //!
 //! Why it is shaped so: an API client sends the same token with every request until it expires, so
 //! the outcome is cached by a SHA-256 of the token (the token itself is never kept as a key): a
@@ -328,10 +329,12 @@ pub async fn authenticate(cx: Ctx<'_>, token: &str) -> Result<Arc<Authenticated>
 async fn check(cx: Ctx<'_>, api: &crate::config::ApiConfig, token: &str, now: u64) -> Outcome {
     let provider = &cx.rt.provider;
     let wall = SystemTime::now();
-    let jwt = if api.audiences.is_empty() {
+    // Three parts are a signed JWT (anything wrong with it then is a refusal, never a reason to
+    // ask the provider instead); anything else is opaque.
+    let jwt = if api.audiences.is_empty() || token.bytes().filter(|&b| b == b'.').count() != 2 {
         None
     } else {
-        UnverifiedJws::parse(token).ok()
+        Some(UnverifiedJws::parse(token).map_err(|e| jwt_refusal(e.into()))?)
     };
     let (mut claims, exp, reuse) = match jwt {
         Some(jwt) => {

@@ -370,6 +370,6 @@ pub fn provider_config(config: &Config) -> ProviderConfig {
         clock_skew: oidc.clock_skew,
         http_timeout: oidc.http_timeout,
         jwks_min_refetch_interval: oidc.jwks_refetch_interval,
-        extra_auth_params: Vec::new(),
+        extra_auth_params: oidc.extra_auth_params.clone(),
     }
 }

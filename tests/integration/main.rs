@@ -3,6 +3,7 @@
 
 mod access;
 mod assertion;
+mod authorize;
 mod bearer;
 mod browser;
 mod browser_e2e;

@@ -302,6 +302,17 @@ const PROTOCOL_CLAIMS: &[&str] = &[
     "token_type",
 ];
 
+/// A checked token's claims as its identity keeps them: without the claims that only served the
+/// check.
+pub fn identity_claims(
+    mut claims: Map<String, Value>,
+) -> Result<Claims, crate::session::SessionError> {
+    for name in PROTOCOL_CLAIMS {
+        claims.remove(*name);
+    }
+    Claims::new(&claims)
+}
+
 /// The identity of the bearer token in a request to a protected route (`[api]` is set).
 pub async fn authenticate(cx: Ctx<'_>, token: &str) -> Result<Arc<Authenticated>, GatewayError> {
     let Some(api) = cx.snap.config.api.as_ref() else {

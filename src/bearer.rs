@@ -15,9 +15,15 @@
 //! Why it is shaped so: an API client sends the same token with every request until it expires, so
 //! the outcome is cached by a SHA-256 of the token (the token itself is never kept as a key): a
 //! validated JWT until its `exp` (at most [`JWT_REUSE`]), an introspection answer for at most
-//! `api.introspection_cache` and never past its `exp`. Concurrent requests with a token not yet
-//! cached share one check (one introspection call per token, not one per request). Refusals and
-//! failures are not cached: the next request asks again.
+//! `api.introspection_cache` and never past its `exp`, and under one configuration only (a reload
+//! checks every token again). Concurrent requests with a token not yet cached share one check (one
+//! introspection call per token, not one per request). Refusals and failures are not cached: the
+//! next request asks again.
+//!
+//! With `oidc.userinfo_claims`, an introspected token's claims are completed from userinfo, as a
+//! session's are at login (a JWT carries its own claims, and a provider may refuse a token issued
+//! for an API at its userinfo endpoint). A userinfo answer about another subject refuses the token;
+//! one that refuses the token leaves the claims as introspection gave them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -178,19 +184,18 @@ impl TokenCache {
         let generation = cx.snap.generation;
         let cell = {
             let mut slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
-            match slots.get_mut(&key) {
+            match slots.get(&key) {
+                // Checked under this configuration and still within its time: the hot path.
                 Some(Slot::Ready {
                     checked,
                     generation: built,
                     auth,
-                }) if checked.until > now => {
-                    if *built != generation {
-                        *auth = Arc::new(open(cx, checked));
-                        *built = generation;
-                    }
+                }) if checked.until > now && *built == generation => {
                     return Ok(auth.clone());
                 }
                 Some(Slot::Pending(cell)) => cell.clone(),
+                // Unknown, expired, or checked under another configuration (whose audiences or
+                // introspection settings may differ): checked again.
                 _ => {
                     let cell = Arc::new(OnceCell::new());
                     if slots.len() >= MAX_TOKENS {
@@ -347,7 +352,7 @@ async fn check(cx: Ctx<'_>, api: &crate::config::ApiConfig, token: &str, now: u6
     } else {
         Some(UnverifiedJws::parse(token).map_err(|e| jwt_refusal(e.into()))?)
     };
-    let (mut claims, exp, reuse) = match jwt {
+    let (claims, exp, reuse) = match jwt {
         Some(jwt) => {
             let (claims, exp) = provider
                 .validate_access_token(&jwt, &api.audiences, wall)
@@ -356,10 +361,16 @@ async fn check(cx: Ctx<'_>, api: &crate::config::ApiConfig, token: &str, now: u6
             (claims, exp, JWT_REUSE)
         }
         None if api.introspection => {
-            let got = provider
+            let mut got = provider
                 .introspect(&AccessToken::new(token), &api.audiences, wall)
                 .await
                 .map_err(introspection_refusal)?;
+            let has_userinfo = provider
+                .metadata()
+                .is_some_and(|m| m.userinfo_endpoint.is_some());
+            if cx.snap.config.oidc.userinfo_claims && has_userinfo {
+                fill_from_userinfo(cx, token, &mut got.claims).await?;
+            }
             (got.claims, got.exp, api.introspection_cache.as_secs())
         }
         None => {
@@ -373,18 +384,8 @@ async fn check(cx: Ctx<'_>, api: &crate::config::ApiConfig, token: &str, now: u6
             ))
         }
     };
-    if cx.snap.config.oidc.userinfo_claims
-        && provider
-            .metadata()
-            .is_some_and(|m| m.userinfo_endpoint.is_some())
-    {
-        fill_from_userinfo(cx, token, &mut claims).await?;
-    }
-    for name in PROTOCOL_CLAIMS {
-        claims.remove(*name);
-    }
     let claims =
-        Claims::new(&claims).map_err(|e| invalid("the token's claims cannot be used", e))?;
+        identity_claims(claims).map_err(|e| invalid("the token's claims cannot be used", e))?;
     let exp = u64::try_from(exp).unwrap_or(0);
     Ok(Arc::new(Checked {
         claims,
@@ -399,18 +400,22 @@ async fn fill_from_userinfo(
     token: &str,
     claims: &mut Map<String, Value>,
 ) -> Result<(), Refusal> {
-    let info = cx
+    let info = match cx
         .rt
         .provider
         .fetch_userinfo(&AccessToken::new(token))
         .await
-        .map_err(|e| match e {
-            UserinfoError::Rejected(_) => invalid("the token is not active", e),
-            UserinfoError::Unreachable(_) | UserinfoError::NotReady => {
-                provider(ErrorKind::ProviderUnavailable, e)
-            }
-            e => provider(ErrorKind::ProviderError, e),
-        })?;
+    {
+        Ok(info) => info,
+        Err(e @ UserinfoError::Rejected(_)) => {
+            tracing::info!("{e}; the bearer token's claims are those of its introspection");
+            return Ok(());
+        }
+        Err(e @ (UserinfoError::Unreachable(_) | UserinfoError::NotReady)) => {
+            return Err(provider(ErrorKind::ProviderUnavailable, e))
+        }
+        Err(e) => return Err(provider(ErrorKind::ProviderError, e)),
+    };
     crate::oidc::userinfo::merge_userinfo(claims, info)
         .map_err(|e| invalid("the token's userinfo is about another subject", e))
 }

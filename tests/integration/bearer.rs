@@ -210,12 +210,17 @@ async fn opaque_tokens_are_introspected_and_cached() {
     assert_eq!(call(&s, &token, "application/json").await.status(), 200);
     assert_eq!(s.provider.introspection_requests(), 1);
 
+    // A new configuration checks every token again (its [api] may differ).
+    s.gateway.runtime().reload(config(&s.toml)).unwrap();
+    assert_eq!(call(&s, &token, "application/json").await.status(), 200);
+    assert_eq!(s.provider.introspection_requests(), 2);
+
     // An inactive token: refused, and asked about each time (refusals are not cached).
     refused(&s, "made-up-token", "the token is not active").await;
     let asked = s.provider.introspection_requests();
     refused(&s, "made-up-token", "the token is not active").await;
     assert_eq!(s.provider.introspection_requests(), asked + 2);
-    assert_eq!(s.upstream.seen().len(), 2);
+    assert_eq!(s.upstream.seen().len(), 3);
 }
 
 #[tokio::test]

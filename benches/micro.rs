@@ -495,9 +495,11 @@ secret = "0123456789abcdef0123456789abcdef"
                 settings,
                 0,
                 &key,
-                &auth.session.claims,
-                vec!["engineering".into(), "staff".into()],
-                u64::MAX,
+                portcullis::assertion::Subject {
+                    claims: &auth.session.claims,
+                    groups: vec!["engineering".into(), "staff".into()],
+                    expires_at: u64::MAX,
+                },
                 NOW,
             )
         })

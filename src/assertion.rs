@@ -219,6 +219,15 @@ struct Minted {
     renew_at: u64,
 }
 
+/// Who an assertion is about.
+pub struct Subject<'a> {
+    pub claims: &'a Claims,
+    /// The groups, as `[access]` reads them.
+    pub groups: Vec<String>,
+    /// When the identity itself ends (the session's or the token's expiry): no assertion outlives it.
+    pub expires_at: u64,
+}
+
 /// The assertions minted for one opened identity (kept with it in the session or token cache).
 #[derive(Debug, Default)]
 pub struct AssertionCache {
@@ -277,16 +286,16 @@ impl AssertionCache {
         settings: &AssertionSettings,
         slot: usize,
         key: &SigningKey,
-        claims: &Claims,
-        groups: Vec<String>,
-        expires_at: u64,
+        subject: Subject<'_>,
         now: u64,
     ) -> Option<HeaderValue> {
-        let exp = now.saturating_add(settings.lifetime).min(expires_at);
+        let exp = now
+            .saturating_add(settings.lifetime)
+            .min(subject.expires_at);
         if exp <= now {
             return None;
         }
-        let body = assertion_claims(settings, slot, claims, groups, now, exp);
+        let body = assertion_claims(settings, slot, subject.claims, subject.groups, now, exp);
         let token = match key.sign(&body) {
             Ok(t) => t,
             Err(e) => {
@@ -419,7 +428,17 @@ mod tests {
         let cache = AssertionCache::default();
         assert!(cache.fresh(0, &key, 1000).is_none());
         let v = cache
-            .mint(&settings, 0, &key, &claims, vec!["g".into()], 5000, 1000)
+            .mint(
+                &settings,
+                0,
+                &key,
+                Subject {
+                    claims: &claims,
+                    groups: vec!["g".into()],
+                    expires_at: 5000,
+                },
+                1000,
+            )
             .unwrap();
         assert!(v.is_sensitive());
         assert_eq!(cache.fresh(0, &key, 1224).as_ref(), Some(&v));
@@ -456,14 +475,34 @@ mod tests {
 
         // Never past the identity's own end.
         let v = cache
-            .mint(&settings, 0, &key, &claims, vec![], 1100, 1000)
+            .mint(
+                &settings,
+                0,
+                &key,
+                Subject {
+                    claims: &claims,
+                    groups: vec![],
+                    expires_at: 1100,
+                },
+                1000,
+            )
             .unwrap();
         let payload = v.to_str().unwrap().split('.').nth(1).unwrap();
         let c: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         assert_eq!(c["exp"], 1100);
         assert_eq!(c["groups"], json!([]));
         assert!(cache
-            .mint(&settings, 0, &key, &claims, vec![], 1000, 1000)
+            .mint(
+                &settings,
+                0,
+                &key,
+                Subject {
+                    claims: &claims,
+                    groups: vec![],
+                    expires_at: 1000
+                },
+                1000
+            )
             .is_none());
     }
 }

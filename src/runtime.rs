@@ -18,7 +18,7 @@ use arc_swap::ArcSwap;
 use secrecy::ExposeSecret as _;
 use url::Url;
 
-use crate::assertion::{AssertionCache, AssertionKeys, AssertionSettings};
+use crate::assertion::{AssertionCache, AssertionKeys, AssertionSettings, Subject};
 use crate::bearer::TokenCache;
 use crate::config::{ClientAuthMethod, Config};
 use crate::identity::IdentityMapping;
@@ -125,9 +125,11 @@ impl Runtime {
             settings,
             slot,
             &key,
-            claims,
-            snap.access.groups(claims),
-            auth.session.expires_at,
+            Subject {
+                claims,
+                groups: snap.access.groups(claims),
+                expires_at: auth.session.expires_at,
+            },
             now,
         )
     }

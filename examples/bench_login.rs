@@ -67,6 +67,7 @@ async fn provider(
             }],
             profile: Profile::Standard,
             issue_refresh_token: false,
+            ..Default::default()
         },
     )
     .await?;

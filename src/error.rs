@@ -21,6 +21,11 @@ pub enum ErrorKind {
     Unauthenticated,
     /// A route's policy refuses the request.
     Forbidden,
+    /// A bearer token was refused (RFC 6750 3.1 `invalid_token`): 401 with its `WWW-Authenticate`,
+    /// always JSON.
+    InvalidToken,
+    /// `[access]` or a route's groups refuse the signed-in caller: 403 naming who is signed in.
+    AccessDenied,
     NotFound,
     MethodNotAllowed,
     /// The login could not be completed for a reason the user can act on (denied consent, stale state).
@@ -43,8 +48,8 @@ impl ErrorKind {
     pub fn status(self) -> StatusCode {
         match self {
             ErrorKind::BadRequest | ErrorKind::LoginFailed => StatusCode::BAD_REQUEST,
-            ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-            ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            ErrorKind::Unauthenticated | ErrorKind::InvalidToken => StatusCode::UNAUTHORIZED,
+            ErrorKind::Forbidden | ErrorKind::AccessDenied => StatusCode::FORBIDDEN,
             ErrorKind::NotFound => StatusCode::NOT_FOUND,
             ErrorKind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorKind::UpstreamUnavailable | ErrorKind::ProviderError => StatusCode::BAD_GATEWAY,
@@ -62,6 +67,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::Unauthenticated => "unauthenticated",
             ErrorKind::Forbidden => "forbidden",
+            ErrorKind::InvalidToken => "invalid_token",
+            ErrorKind::AccessDenied => "access_denied",
             ErrorKind::NotFound => "not_found",
             ErrorKind::MethodNotAllowed => "method_not_allowed",
             ErrorKind::LoginFailed => "login_failed",
@@ -79,6 +86,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "Bad request",
             ErrorKind::Unauthenticated => "Authentication required",
             ErrorKind::Forbidden => "Forbidden",
+            ErrorKind::InvalidToken => "Invalid token",
+            ErrorKind::AccessDenied => "Access denied",
             ErrorKind::NotFound => "Not found",
             ErrorKind::MethodNotAllowed => "Method not allowed",
             ErrorKind::LoginFailed => "Sign-in failed",
@@ -96,6 +105,8 @@ impl ErrorKind {
             ErrorKind::BadRequest => "The request could not be understood.",
             ErrorKind::Unauthenticated => "Sign in to continue.",
             ErrorKind::Forbidden => "You are not allowed to access this page.",
+            ErrorKind::InvalidToken => "The bearer token was not accepted.",
+            ErrorKind::AccessDenied => "This account is not allowed to access this page.",
             ErrorKind::NotFound => "There is nothing here.",
             ErrorKind::MethodNotAllowed => "This method is not allowed here.",
             ErrorKind::LoginFailed => "The sign-in could not be completed. Please try again.",
@@ -119,6 +130,17 @@ pub struct GatewayError {
     pub public: Option<String>,
     /// `Set-Cookie` values the response carries anyway (clearing a session that just ended).
     pub set_cookies: Vec<HeaderValue>,
+    /// Who is signed in, for an `AccessDenied` page, with where to sign out.
+    pub signed_in: Option<Box<SignedIn>>,
+}
+
+/// The account a denied request is signed in with, as the 403 page names it.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// Email, username or subject (escaped when rendered).
+    pub name: String,
+    /// The sign-out endpoint (a path of the gateway's own).
+    pub sign_out: String,
 }
 
 impl GatewayError {
@@ -128,12 +150,33 @@ impl GatewayError {
             detail: detail.into(),
             public: None,
             set_cookies: Vec::new(),
+            signed_in: None,
         }
     }
 
     pub fn with_set_cookies(mut self, cookies: Vec<HeaderValue>) -> Self {
         self.set_cookies = cookies;
         self
+    }
+
+    /// A bearer token refused: `description` is a fixed text for the client (RFC 6750 3:
+    /// `error_description`), `detail` the log's account.
+    pub fn invalid_token(description: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+        GatewayError::new(ErrorKind::InvalidToken, detail).with_public(description)
+    }
+
+    /// `[access]` refused the caller signed in as `who`; `sign_out` is where they can change account.
+    pub fn access_denied(
+        detail: impl Into<Cow<'static, str>>,
+        who: impl Into<String>,
+        sign_out: impl Into<String>,
+    ) -> Self {
+        let mut e = GatewayError::new(ErrorKind::AccessDenied, detail);
+        e.signed_in = Some(Box::new(SignedIn {
+            name: who.into(),
+            sign_out: sign_out.into(),
+        }));
+        e
     }
 
     pub fn with_public(mut self, message: impl Into<String>) -> Self {
@@ -159,6 +202,9 @@ impl GatewayError {
                 self.detail
             );
         }
+        if self.kind == ErrorKind::InvalidToken {
+            return self.invalid_token_response();
+        }
         let mut response = if api_client {
             let body = serde_json::json!({
                 "error": self.kind.code(),
@@ -166,11 +212,19 @@ impl GatewayError {
             });
             text_response(status, "application/json", body.to_string())
         } else {
-            let extra = self
+            let mut extra = self
                 .public
                 .as_deref()
                 .map(|m| format!("<p class=\"detail\">{}</p>", html_escape(m)))
                 .unwrap_or_default();
+            if let Some(who) = &self.signed_in {
+                extra = format!(
+                    "<p>You are signed in as <strong>{}</strong>.</p>\
+                     <p><a href=\"{}\">Sign out</a> to sign in with another account.</p>{extra}",
+                    html_escape(&who.name),
+                    html_escape(&who.sign_out),
+                );
+            }
             text_response(
                 status,
                 "text/html; charset=utf-8",
@@ -188,6 +242,39 @@ impl GatewayError {
         }
         for cookie in self.set_cookies {
             response.headers_mut().append(header::SET_COOKIE, cookie);
+        }
+        response
+    }
+}
+
+impl GatewayError {
+    /// RFC 6750 3: 401, `WWW-Authenticate: Bearer error="invalid_token", error_description="..."`,
+    /// and the same in a JSON body, whatever the client accepts (a program sent the token).
+    fn invalid_token_response(self) -> Response<Body> {
+        // The description is one of the fixed texts of `bearer`; quotes and backslashes (which
+        // would end the quoted-string) and control characters are dropped all the same.
+        let description: String = self
+            .public
+            .as_deref()
+            .unwrap_or("the token is not valid")
+            .chars()
+            .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+            .collect();
+        let body = serde_json::json!({
+            "error": "invalid_token",
+            "error_description": description,
+        });
+        let mut response = text_response(
+            StatusCode::UNAUTHORIZED,
+            "application/json",
+            body.to_string(),
+        );
+        let challenge =
+            format!("Bearer error=\"invalid_token\", error_description=\"{description}\"");
+        if let Ok(value) = HeaderValue::try_from(challenge) {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, value);
         }
         response
     }
@@ -280,6 +367,42 @@ mod tests {
         assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
         let v: serde_json::Value = serde_json::from_str(&body_text(r).await).unwrap();
         assert_eq!(v["error"], "unauthenticated");
+    }
+
+    #[tokio::test]
+    async fn invalid_tokens_get_the_rfc6750_challenge_and_json_always() {
+        for api in [false, true] {
+            let r = GatewayError::invalid_token("the token has \"expired\"", "exp 123 < now 456")
+                .into_response(api);
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(
+                r.headers()[header::WWW_AUTHENTICATE],
+                "Bearer error=\"invalid_token\", error_description=\"the token has expired\""
+            );
+            assert_eq!(r.headers()[header::CONTENT_TYPE], "application/json");
+            let v: serde_json::Value = serde_json::from_str(&body_text(r).await).unwrap();
+            assert_eq!(v["error"], "invalid_token");
+            assert_eq!(v["error_description"], "the token has expired");
+        }
+    }
+
+    #[tokio::test]
+    async fn access_denied_names_who_is_signed_in_for_browsers() {
+        let e =
+            || GatewayError::access_denied("rule x", "<b>eve</b>@example.com", "/oauth2/sign_out");
+        let r = e().into_response(false);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let page = body_text(r).await;
+        assert!(
+            page.contains("&lt;b&gt;eve&lt;/b&gt;@example.com"),
+            "{page}"
+        );
+        assert!(page.contains("href=\"/oauth2/sign_out\""), "{page}");
+        assert!(!page.contains("rule x"));
+        let r = e().into_response(true);
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        let v: serde_json::Value = serde_json::from_str(&body_text(r).await).unwrap();
+        assert_eq!(v["error"], "access_denied");
     }
 
     #[test]

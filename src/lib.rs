@@ -21,7 +21,9 @@
 // default when it computes that future's layout.
 #![recursion_limit = "256"]
 
+pub mod assertion;
 pub mod backchannel;
+pub mod bearer;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -29,6 +31,7 @@ pub mod identity;
 pub mod login;
 pub mod oidc;
 pub mod phases;
+pub mod policy;
 pub mod proxy;
 pub mod refresh;
 pub mod router;

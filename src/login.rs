@@ -21,7 +21,7 @@ use url::Url;
 
 use crate::config::RefreshMode;
 use crate::error::{text_response, ErrorKind, GatewayError};
-use crate::oidc::{AuthCode, ExchangeError, Nonce, PkceVerifier};
+use crate::oidc::{AccessToken, AuthCode, ExchangeError, Nonce, PkceVerifier, UserinfoError};
 use crate::runtime::Ctx;
 use crate::session::{Authenticated, Claims, LoginState, Session, StoreError};
 use crate::Body;
@@ -187,7 +187,7 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
             "token response has no id_token (is the openid scope configured?)",
         )
     })?;
-    let claims = provider
+    let mut claims = provider
         .validate_id_token(
             id_token.secret(),
             &Nonce::new(login.nonce.clone()),
@@ -198,6 +198,7 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
         .map_err(|e| {
             GatewayError::new(ErrorKind::ProviderError, format!("id_token rejected: {e}"))
         })?;
+    merge_userinfo(cx, &tokens.access_token, &mut claims).await?;
 
     let lifetime = snap.config.session.lifetime.as_secs();
     let session = Session {
@@ -228,6 +229,37 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
     cookies.push(clear_login);
     tracing::info!(sub = session.sub().unwrap_or("?"), "login succeeded");
     redirect(safe_return_target(&login.return_to), cookies)
+}
+
+/// `oidc.userinfo_claims`: fill in `claims` (a validated id_token's) with what the userinfo endpoint
+/// says and they lack, asked with `access_token`. Does nothing when the key is off. A userinfo answer
+/// about another `sub` (OIDC Core 5.3.2), or none at all, fails the login: the claims may be what
+/// `[access]` decides on. The refresh phase calls this too, with the refreshed access token and the
+/// claims it is about to keep.
+pub async fn merge_userinfo(
+    cx: Ctx<'_>,
+    access_token: &AccessToken,
+    claims: &mut serde_json::Map<String, serde_json::Value>,
+) -> Result<(), GatewayError> {
+    if !cx.snap.config.oidc.userinfo_claims {
+        return Ok(());
+    }
+    let fail = |e: UserinfoError| {
+        let kind = match e {
+            UserinfoError::Unreachable(_) | UserinfoError::NotReady => {
+                ErrorKind::ProviderUnavailable
+            }
+            _ => ErrorKind::ProviderError,
+        };
+        GatewayError::new(kind, format!("userinfo claims: {e}"))
+    };
+    let info = cx
+        .rt
+        .provider
+        .fetch_userinfo(access_token)
+        .await
+        .map_err(fail)?;
+    crate::oidc::userinfo::merge_userinfo(claims, info).map_err(fail)
 }
 
 fn cannot_store(e: StoreError) -> GatewayError {
@@ -349,11 +381,21 @@ pub fn userinfo(auth: Option<&Authenticated>) -> Result<Response<Body>, GatewayE
 }
 
 /// `GET /oauth2/auth`: forward-auth (nginx `auth_request`, Traefik ForwardAuth, Envoy ext_authz): 202 with
-/// the identity headers, or 401.
-pub fn auth(auth: Option<&Authenticated>) -> Result<Response<Body>, GatewayError> {
+/// the identity headers, 401 without a session, 403 when `[access]` refuses it.
+pub fn auth(cx: Ctx<'_>, auth: Option<&Authenticated>) -> Result<Response<Body>, GatewayError> {
     let auth = auth.ok_or_else(|| {
         GatewayError::new(ErrorKind::Unauthenticated, "forward-auth without a session")
     })?;
+    if let Err(denial) = &auth.access {
+        return Err(GatewayError::access_denied(
+            format!(
+                "forward-auth: access denied to sub {}: {denial}",
+                auth.session.sub().unwrap_or("?")
+            ),
+            crate::policy::signed_in_as(&auth.session.claims),
+            format!("{}/sign_out", cx.snap.config.server.prefix),
+        ));
+    }
     let mut response = text_response(StatusCode::ACCEPTED, "text/plain; charset=utf-8", "");
     for (name, value) in &auth.identity {
         response.headers_mut().append(name, value.clone());

@@ -7,12 +7,15 @@
 //! 2. [`route`]: health and readiness are answered here; otherwise the target is one of the gateway's
 //!    endpoints, or a proxied route with its policy and upstream.
 //! 3. [`authenticate`]: who is asking: the session the request's cookies present, through the store
-//!    and the cache of opened sessions.
+//!    and the cache of opened sessions; or, on a protected route with `[api]` set, the API client
+//!    whose `Authorization: Bearer` token checks out (`bearer`).
 //! 4. [`refresh`]: renew a session's tokens before they expire, once per session however many
 //!    requests wait for it (`refresh`).
 //! 5. [`authorize`]: whether they may: a deny route refuses, a protected route without a session sends
-//!    browsers to log in and API clients a 401.
-//! 6. [`act`]: the answer: a gateway endpoint (login, sign-out, userinfo, forward-auth) or the upstream's.
+//!    browsers to log in and API clients a 401, and a signed-in caller must pass `[access]` and the
+//!    route's own `allowed_groups` (`policy`), else 403.
+//! 6. [`act`]: the answer: a gateway endpoint (login, sign-out, userinfo, forward-auth, JWKS) or the
+//!    upstream's, with the identity headers and the signed assertion.
 //! 7. [`record`]: what happened, for the logs.
 //!
 //! A phase sees the long-lived [`Runtime`] and the configuration snapshot the request started
@@ -53,8 +56,18 @@ impl From<GatewayError> for Answer {
 pub struct Caller {
     /// The opened session and its identity headers; `None`: nobody (yet).
     pub session: Option<Arc<Authenticated>>,
+    /// An API client's checked bearer token, opened like a session (never refreshed, never stored,
+    /// no cookie); set only when `session` is not.
+    pub bearer: Option<Arc<Authenticated>>,
     /// `Set-Cookie` values the response must carry (a renewed session).
     pub set_cookies: Vec<HeaderValue>,
+}
+
+impl Caller {
+    /// The identity the request carries: its session's, or its bearer token's.
+    pub fn identity(&self) -> Option<&Authenticated> {
+        self.session.as_deref().or(self.bearer.as_deref())
+    }
 }
 
 /// Handle one request through every phase; every failure becomes a rendered response, so this never
@@ -74,7 +87,9 @@ pub(crate) async fn handle(
     // itself is modified and moved.
     let uri = req.uri().clone();
     let method = req.method().clone();
-    let api = is_api_request(&req);
+    // A request with a bearer token is a program's, when bearer tokens are credentials at all.
+    let api = is_api_request(&req)
+        || (snap.config.api.is_some() && crate::bearer::token(req.headers()).is_some());
     let response = match run(cx, &conn, &uri, req).await {
         Ok(response) => response,
         Err(Answer::Respond(response)) => *response,
@@ -142,7 +157,26 @@ fn route(cx: Ctx<'_>, method: &Method, path: &str) -> Result<Target, Answer> {
 /// Phase 3: the session the request presents, if any. Only targets that use an identity look: a deny
 /// route and most endpoints never touch the store. When the store fails, a route that needs a session
 /// answers 503; a public route goes on without one (it never needs one).
+///
+/// On a protected route with `[api]` set, a request with `Authorization: Bearer` is an API client's:
+/// its token alone decides (401 when it does not check out), and its cookies are not looked at.
 async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Result<Caller, Answer> {
+    if let (
+        Target::Proxy {
+            policy: Policy::Authenticated,
+            ..
+        },
+        Some(_),
+    ) = (target, &cx.snap.config.api)
+    {
+        if let Some(token) = crate::bearer::token(req.headers()) {
+            let bearer = crate::bearer::authenticate(cx, token?).await?;
+            return Ok(Caller {
+                bearer: Some(bearer),
+                ..Caller::default()
+            });
+        }
+    }
     let needed = match target {
         Target::Proxy {
             policy: Policy::Deny,
@@ -170,19 +204,14 @@ async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Resul
             login::unix_now(),
             snap.generation,
             idle,
-            |session| {
-                snap.identity.headers(
-                    &session.claims,
-                    session.access_token.as_deref(),
-                    session.id_token.as_deref(),
-                )
-            },
+            |session, key| snap.open(session, key),
         )
         .await;
     match opened {
         Ok(Some(opened)) => Ok(Caller {
             session: Some(opened.auth),
             set_cookies: opened.set_cookies,
+            ..Caller::default()
         }),
         Ok(None) => Ok(Caller::default()),
         Err(e) if !needed => {
@@ -211,7 +240,7 @@ fn authorize<B>(
     target: Target,
     caller: &Caller,
 ) -> Result<(), Answer> {
-    let Target::Proxy { policy, .. } = target else {
+    let Target::Proxy { policy, route, .. } = target else {
         // The gateway's own endpoints decide for themselves (a callback needs no session).
         return Ok(());
     };
@@ -222,13 +251,51 @@ fn authorize<B>(
             format!("route policy denies {path}"),
         )
         .into()),
-        Policy::Authenticated if caller.session.is_some() => Ok(()),
-        Policy::Authenticated if is_api_request(req) => Err(GatewayError::new(
+        Policy::Authenticated => match caller.identity() {
+            Some(auth) => check_access(cx, auth, route, path).map_err(Answer::from),
+            None => not_signed_in(cx, req, path),
+        },
+    }
+}
+
+/// `[access]` (its verdict was made when the identity was opened under this configuration) and the
+/// route's own `allowed_groups`, for a caller who is signed in.
+fn check_access(
+    cx: Ctx<'_>,
+    auth: &Authenticated,
+    route: Option<usize>,
+    path: &str,
+) -> Result<(), GatewayError> {
+    let claims = &auth.session.claims;
+    let verdict = auth.access.clone().and_then(|()| {
+        match route.and_then(|i| cx.snap.route_groups.get(i)?.as_ref()) {
+            Some(rule) => cx.snap.access.check_groups(rule, claims),
+            None => Ok(()),
+        }
+    });
+    let Err(denial) = verdict else {
+        return Ok(());
+    };
+    let sub = auth.session.sub().unwrap_or("?");
+    if denial.malformed {
+        tracing::warn!(sub, rule = %denial.rule, "a claim the access policy reads is malformed: {}", denial.reason);
+    }
+    Err(GatewayError::access_denied(
+        format!("access denied to sub {sub} for {path}: {denial}"),
+        crate::policy::signed_in_as(claims),
+        format!("{}/sign_out", cx.snap.config.server.prefix),
+    ))
+}
+
+/// A protected route without an identity: browsers are sent to log in, API clients get a 401.
+fn not_signed_in<B>(cx: Ctx<'_>, req: &Request<B>, path: &str) -> Result<(), Answer> {
+    match () {
+        () if is_api_request(req) => Err(GatewayError::new(
             ErrorKind::Unauthenticated,
             format!("no session for {path}"),
         )
         .into()),
-        Policy::Authenticated => {
+        () => {
             let return_to = match req.uri().query() {
                 Some(q) => format!("{path}?{q}"),
                 None => path.to_string(),
@@ -259,7 +326,8 @@ async fn act(
                     login::sign_out(cx, &req).await
                 }
                 Endpoint::Userinfo if get => login::userinfo(caller.session.as_deref()),
-                Endpoint::Auth if get => login::auth(caller.session.as_deref()),
+                Endpoint::Auth if get => login::auth(cx, caller.session.as_deref()),
+                Endpoint::Jwks if get => jwks(cx),
                 Endpoint::BackchannelLogout if method == Method::POST => {
                     Ok(crate::backchannel::logout(cx, req).await)
                 }
@@ -275,13 +343,25 @@ async fn act(
         }
         Target::Proxy { upstream, .. } => {
             let snap = cx.snap;
-            let identity = caller
-                .session
-                .as_deref()
-                .map_or(&[][..], |a| &a.identity[..]);
+            let auth = caller.identity();
+            let identity = auth.map_or(&[][..], |a| &a.identity[..]);
+            let assertion = match (&snap.assertion, auth) {
+                (Some(settings), Some(auth)) => cx
+                    .rt
+                    .assertion(snap, auth, upstream)
+                    .map(|value| (&settings.header, value)),
+                _ => None,
+            };
             snap.cookies.strip_own_cookies(req.headers_mut());
             snap.proxy
-                .forward(req, conn, path, &snap.upstreams[upstream], identity)
+                .forward(
+                    req,
+                    conn,
+                    path,
+                    &snap.upstreams[upstream],
+                    identity,
+                    assertion,
+                )
                 .await?
         }
         Target::Healthz | Target::Readyz => unreachable!("answered by the route phase"),
@@ -290,6 +370,21 @@ async fn act(
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
     Ok(response)
+}
+
+/// `GET /oauth2/jwks`: the public keys of `[assertion]` (404 without it).
+fn jwks(cx: Ctx<'_>) -> Result<Response<Body>, GatewayError> {
+    if cx.snap.assertion.is_none() {
+        return Err(GatewayError::new(
+            ErrorKind::NotFound,
+            "jwks requested, but [assertion] is not configured",
+        ));
+    }
+    Ok(text_response(
+        StatusCode::OK,
+        "application/jwk-set+json",
+        cx.rt.assertion_keys.jwks(login::unix_now()),
+    ))
 }
 
 /// Phase 7: one line per request at debug level: method, path (never the query, which may hold a

@@ -244,6 +244,7 @@ impl Proxy {
         conn: &ConnInfo,
         upstream: &Upstream,
         identity: &[(HeaderName, HeaderValue)],
+        assertion: Option<(&HeaderName, HeaderValue)>,
     ) -> Option<HeaderValue> {
         let trusted = self.is_trusted(conn.peer.ip());
         // One pass over the fields finds everything the steps below need, so the common request
@@ -306,6 +307,9 @@ impl Proxy {
         for (name, value) in identity {
             headers.append(name, value.clone());
         }
+        if let Some((name, value)) = assertion {
+            headers.insert(name, value);
+        }
         if cookies > 1 {
             merge_cookie_headers(headers);
         }
@@ -316,7 +320,8 @@ impl Proxy {
         upgrade
     }
 
-    /// Forward `req` to `upstream` with `path` (the canonical path) and the given identity headers.
+    /// Forward `req` to `upstream` with `path` (the canonical path), the given identity headers and
+    /// the signed assertion, if any.
     pub async fn forward(
         &self,
         req: Request<Incoming>,
@@ -324,9 +329,17 @@ impl Proxy {
         path: &str,
         upstream: &Upstream,
         identity: &[(HeaderName, HeaderValue)],
+        assertion: Option<(&HeaderName, HeaderValue)>,
     ) -> Result<Response<Body>, GatewayError> {
         let (mut head, body) = req.into_parts();
-        let upgrade = self.rewrite_headers(&mut head.headers, &head.uri, conn, upstream, identity);
+        let upgrade = self.rewrite_headers(
+            &mut head.headers,
+            &head.uri,
+            conn,
+            upstream,
+            identity,
+            assertion,
+        );
         let mut req = Request::from_parts(head, body);
 
         let path_and_query = match req.uri().path_and_query() {

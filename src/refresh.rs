@@ -132,11 +132,7 @@ pub async fn refresh<B>(
             if stored.session.refresh_token != auth.session.refresh_token
                 || stored.session.access_expires_at != auth.session.access_expires_at =>
         {
-            caller.session = Some(Arc::new(Authenticated::new(
-                identity(cx, &stored.session),
-                stored.session,
-                auth.key.clone(),
-            )));
+            caller.session = Some(Arc::new(cx.snap.open(stored.session, auth.key.clone())));
             return Ok(caller);
         }
         // Gone from the shared store meanwhile (signed out, revoked, refused elsewhere).
@@ -159,18 +155,11 @@ pub async fn refresh<B>(
 
     match redeem(cx, &auth, now).await {
         Ok(session) => {
-            let identity = identity(cx, &session);
+            let new = cx.snap.open(session, auth.key.clone());
             let successor = cx
                 .rt
                 .sessions
-                .supersede(
-                    &cx.snap.cookies,
-                    &auth,
-                    session,
-                    identity,
-                    req.headers(),
-                    now,
-                )
+                .supersede(&cx.snap.cookies, &auth, new, req.headers(), now)
                 .await;
             let successor = match successor {
                 Ok(successor) => successor,
@@ -246,7 +235,7 @@ async fn redeem(cx: Ctx<'_>, auth: &Authenticated, now: u64) -> Result<Session, 
             }
             _ => Unavailable(e.to_string()),
         })?;
-    let claims = match &tokens.id_token {
+    let mut claims = match &tokens.id_token {
         Some(id_token) => {
             let sub = old.sub().unwrap_or_default();
             let claims = provider
@@ -258,11 +247,19 @@ async fn redeem(cx: Ctx<'_>, auth: &Authenticated, now: u64) -> Result<Session, 
                 )
                 .await
                 .map_err(|e| Refused(format!("refreshed id_token rejected: {e}")))?;
-            Claims::new(&login::session_claims(claims))
-                .map_err(|e| Refused(format!("refreshed claims cannot be stored: {e}")))?
+            login::session_claims(claims)
         }
-        None => old.claims.clone(),
+        None => old.claims.to_map(),
     };
+    // `oidc.userinfo_claims`: what the id_token lacks, from userinfo with the new access token.
+    login::merge_userinfo(cx, &tokens.access_token, &mut claims)
+        .await
+        .map_err(|e| match e.kind {
+            ErrorKind::ProviderUnavailable => Unavailable(e.detail.to_string()),
+            _ => Refused(e.detail.to_string()),
+        })?;
+    let claims = Claims::new(&claims)
+        .map_err(|e| Refused(format!("refreshed claims cannot be stored: {e}")))?;
     let snap = cx.snap;
     Ok(Session {
         claims,
@@ -286,14 +283,6 @@ async fn redeem(cx: Ctx<'_>, auth: &Authenticated, now: u64) -> Result<Session, 
         seen_at: now,
         access_expires_at: tokens.expires_in.map(|d| now.saturating_add(d.as_secs())),
     })
-}
-
-fn identity(cx: Ctx<'_>, session: &Session) -> crate::identity::IdentityHeaders {
-    cx.snap.identity.headers(
-        &session.claims,
-        session.access_token.as_deref(),
-        session.id_token.as_deref(),
-    )
 }
 
 /// The session ended: browsers are sent to log in (their session cookies cleared), API clients 401.

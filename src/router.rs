@@ -22,6 +22,8 @@ pub enum Endpoint {
     Userinfo,
     /// `POST /oauth2/backchannel_logout`.
     BackchannelLogout,
+    /// The public keys of `[assertion]`.
+    Jwks,
     /// Anything else under the prefix: 404, never proxied.
     Unknown,
 }
@@ -31,10 +33,12 @@ pub enum Target {
     Healthz,
     Readyz,
     Endpoint(Endpoint),
-    /// A proxied path: its policy, and the index of the upstream (0: `[upstream]`, else route-specific).
+    /// A proxied path: its policy, the index of the upstream (0: `[upstream]`, else route-specific),
+    /// and the index of the route that matched (`None`: the default).
     Proxy {
         policy: Policy,
         upstream: usize,
+        route: Option<usize>,
     },
 }
 
@@ -89,6 +93,7 @@ impl Router {
                 "/auth" => Some(Endpoint::Auth),
                 "/userinfo" => Some(Endpoint::Userinfo),
                 "/backchannel_logout" => Some(Endpoint::BackchannelLogout),
+                "/jwks" => Some(Endpoint::Jwks),
                 "" => Some(Endpoint::Unknown),
                 r if r.starts_with('/') => Some(Endpoint::Unknown),
                 _ => None, // `/oauth2x` is an ordinary path
@@ -105,6 +110,7 @@ impl Router {
                     return Target::Proxy {
                         policy: route.policy,
                         upstream: route.upstream,
+                        route: Some(i),
                     };
                 }
             }
@@ -112,6 +118,7 @@ impl Router {
         Target::Proxy {
             policy: Policy::Authenticated,
             upstream: 0,
+            route: None,
         }
     }
 }
@@ -127,6 +134,7 @@ mod tests {
             methods,
             policy,
             upstream: None,
+            allowed_groups: None,
         }
     }
 
@@ -150,42 +158,48 @@ mod tests {
             r.route(&get, "/public/x"),
             Target::Proxy {
                 policy: Policy::Public,
-                upstream: 0
+                upstream: 0,
+                route: Some(0)
             }
         );
         assert_eq!(
             r.route(&get, "/admin/x"),
             Target::Proxy {
                 policy: Policy::Deny,
-                upstream: 0
+                upstream: 0,
+                route: Some(1)
             }
         );
         assert_eq!(
             r.route(&get, "/api/x"),
             Target::Proxy {
                 policy: Policy::Public,
-                upstream: 0
+                upstream: 0,
+                route: Some(2)
             }
         );
         assert_eq!(
             r.route(&Method::POST, "/api/x"),
             Target::Proxy {
                 policy: Policy::Deny,
-                upstream: 0
+                upstream: 0,
+                route: Some(3)
             }
         );
         assert_eq!(
             r.route(&get, "/other/x"),
             Target::Proxy {
                 policy: Policy::Public,
-                upstream: 1
+                upstream: 1,
+                route: Some(4)
             }
         );
         assert_eq!(
             r.route(&get, "/elsewhere"),
             Target::Proxy {
                 policy: Policy::Authenticated,
-                upstream: 0
+                upstream: 0,
+                route: None
             }
         );
     }
@@ -205,6 +219,10 @@ mod tests {
             Target::Endpoint(Endpoint::Callback)
         );
         assert_eq!(
+            r.route(&get, "/oauth2/jwks"),
+            Target::Endpoint(Endpoint::Jwks)
+        );
+        assert_eq!(
             r.route(&get, "/oauth2/nope"),
             Target::Endpoint(Endpoint::Unknown)
         );
@@ -216,7 +234,8 @@ mod tests {
             r.route(&get, "/oauth2x"),
             Target::Proxy {
                 policy: Policy::Authenticated,
-                upstream: 0
+                upstream: 0,
+                route: None
             }
         );
     }

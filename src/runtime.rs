@@ -18,13 +18,18 @@ use arc_swap::ArcSwap;
 use secrecy::ExposeSecret as _;
 use url::Url;
 
+use crate::assertion::{AssertionKeys, AssertionSettings, Subject};
+use crate::bearer::TokenCache;
 use crate::config::{ClientAuthMethod, Config};
 use crate::identity::IdentityMapping;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
+use crate::policy::{AccessPolicy, GroupRule};
 use crate::proxy::{Pool, Proxy, Upstream};
 use crate::router::Router;
-use crate::session::store::{CookieStore, RedisStore};
-use crate::session::{CookieSettings, SessionCache, SessionCookies, Sessions, Store};
+use crate::session::store::{CookieStore, RedisStore, SessionKey};
+use crate::session::{
+    Authenticated, CookieSettings, Session, SessionCache, SessionCookies, Sessions, Store,
+};
 
 /// The long-lived part: see the module header.
 pub struct Runtime {
@@ -32,6 +37,10 @@ pub struct Runtime {
     pub sessions: Sessions,
     /// Sessions whose refresh waits for the provider to come back.
     pub refresh_backoff: crate::refresh::Backoff,
+    /// API clients' tokens, validated or introspected, with their single flight.
+    pub tokens: TokenCache,
+    /// The keys that sign `[assertion]`s (kept across configurations, so a reload keeps the key).
+    pub assertion_keys: AssertionKeys,
     pools: Pools,
     snapshot: ArcSwap<Snapshot>,
     generations: AtomicU64,
@@ -59,12 +68,16 @@ impl Runtime {
                 config.session.idle_timeout,
             )?),
         };
+        let assertion_keys = AssertionKeys::new(assertion_key(&config))
+            .map_err(|e| format!("assertion.key_file: {e}"))?;
         let pools = Pools::default();
         let snapshot = Snapshot::build(config, 0, &pools)?;
         Ok(Arc::new(Runtime {
             provider,
             sessions: Sessions::with_cache(store, cache),
             refresh_backoff: Default::default(),
+            tokens: TokenCache::default(),
+            assertion_keys,
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
             generations: AtomicU64::new(0),
@@ -85,6 +98,21 @@ impl Runtime {
         let restart = needs_restart(&current.config, &config);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(config, generation, &self.pools)?;
+        // A new assertion key signs from now on; the old one stays published for as long as what it
+        // signed may live.
+        let retain = current
+            .config
+            .assertion
+            .as_ref()
+            .map(|a| a.lifetime)
+            .unwrap_or_default();
+        self.assertion_keys
+            .update(
+                assertion_key(&snapshot.config),
+                retain,
+                crate::login::unix_now(),
+            )
+            .map_err(|e| format!("assertion.key_file: {e}"))?;
         self.sessions.note_settings(
             snapshot.config.session.lifetime,
             snapshot.config.session.idle_timeout,
@@ -92,6 +120,43 @@ impl Runtime {
         self.snapshot.store(Arc::new(snapshot));
         Ok(restart)
     }
+
+    /// The assertion header value for `auth` going to upstream `slot`: reused from its cache while
+    /// fresh, else minted now. `None` without `[assertion]`.
+    pub fn assertion(
+        &self,
+        snap: &Snapshot,
+        auth: &Authenticated,
+        slot: usize,
+    ) -> Option<http::HeaderValue> {
+        let settings = snap.assertion.as_ref()?;
+        let key = self.assertion_keys.current();
+        let now = crate::login::unix_now();
+        if let Some(value) = auth.assertions.fresh(slot, &key, now) {
+            return Some(value);
+        }
+        let claims = &auth.session.claims;
+        auth.assertions.mint(
+            settings,
+            slot,
+            &key,
+            Subject {
+                claims,
+                groups: snap.access.groups(claims),
+                expires_at: auth.session.expires_at,
+            },
+            now,
+        )
+    }
+}
+
+/// The PEM of `assertion.key_file`, when one is configured.
+fn assertion_key(config: &Config) -> Option<&[u8]> {
+    config
+        .assertion
+        .as_ref()
+        .and_then(|a| a.key_pem.as_ref())
+        .map(|k| k.expose_secret().as_slice())
 }
 
 /// The part built from one configuration: see the module header.
@@ -105,6 +170,12 @@ pub struct Snapshot {
     pub proxy: Proxy,
     pub identity: IdentityMapping,
     pub cookies: SessionCookies,
+    /// `[access]`, compiled.
+    pub access: AccessPolicy,
+    /// Each route's own `allowed_groups`, by route index.
+    pub route_groups: Vec<Option<GroupRule>>,
+    /// `[assertion]` as this configuration applies it.
+    pub assertion: Option<AssertionSettings>,
 }
 
 impl Snapshot {
@@ -144,13 +215,42 @@ impl Snapshot {
             |i| route_slots[i],
         );
         let identity = IdentityMapping::new(&config.headers);
+        let assertion = config.assertion.as_ref().map(|a| {
+            let mut urls = vec![&config.upstream.url];
+            urls.extend(config.routes.iter().filter_map(|r| r.upstream.as_ref()));
+            AssertionSettings {
+                header: a.header.clone(),
+                lifetime: a.lifetime.as_secs().max(1),
+                issuer: config.server.public_url.origin().ascii_serialization(),
+                audiences: urls
+                    .iter()
+                    .map(|u| match &a.audience {
+                        Some(aud) => aud.clone(),
+                        None => u.origin().ascii_serialization(),
+                    })
+                    .collect(),
+            }
+        });
         let proxy = Proxy::new(
             config.upstream.connect_timeout,
             config.upstream.timeout,
             config.upstream.preserve_host,
             config.server.trusted_proxies.clone(),
-            identity.names(),
+            identity
+                .names()
+                .chain(assertion.as_ref().map(|a| a.header.clone())),
         );
+        let access = AccessPolicy::new(&config.access);
+        let route_groups = config
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                r.allowed_groups
+                    .as_ref()
+                    .map(|g| GroupRule::new(format!("routes[{i}].allowed_groups"), g.clone()))
+            })
+            .collect();
         Ok(Snapshot {
             generation,
             config,
@@ -159,7 +259,22 @@ impl Snapshot {
             proxy,
             identity,
             cookies,
+            access,
+            route_groups,
+            assertion,
         })
+    }
+
+    /// A session opened under this configuration: its identity headers and `[access]` verdict, made
+    /// once and kept with it (in the session cache, or the token cache for an API client).
+    pub fn open(&self, session: Session, key: SessionKey) -> Authenticated {
+        let identity = self.identity.headers(
+            &session.claims,
+            session.access_token.as_deref(),
+            session.id_token.as_deref(),
+        );
+        let access = self.access.check(&session.claims);
+        Authenticated::new(session, identity, access, key)
     }
 }
 
@@ -193,6 +308,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             c.jwks_uri.clone(),
             c.userinfo_endpoint.clone(),
             c.end_session_endpoint.clone(),
+            c.introspection_endpoint.clone(),
         ]
     };
     let secret = |c: &crate::config::OidcConfig| {
@@ -211,7 +327,7 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             )
         })
     };
-    let checks: [(&'static str, bool); 11] = [
+    let checks: [(&'static str, bool); 12] = [
         ("server.listen", old.server.listen != new.server.listen),
         (
             "server.tls_cert_file",
@@ -227,6 +343,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("oidc endpoints", endpoints(o) != endpoints(n)),
         ("session.store", old.session.store != new.session.store),
         ("session.redis_*", redis(old) != redis(new)),
+        (
+            "oidc.extra_auth_params",
+            o.extra_auth_params != n.extra_auth_params,
+        ),
     ];
     checks
         .into_iter()
@@ -272,10 +392,11 @@ pub fn provider_config(config: &Config) -> ProviderConfig {
             jwks_uri: oidc.jwks_uri.clone(),
             userinfo_endpoint: oidc.userinfo_endpoint.clone(),
             end_session_endpoint: oidc.end_session_endpoint.clone(),
+            introspection_endpoint: oidc.introspection_endpoint.clone(),
         },
         clock_skew: oidc.clock_skew,
         http_timeout: oidc.http_timeout,
         jwks_min_refetch_interval: oidc.jwks_refetch_interval,
-        extra_auth_params: Vec::new(),
+        extra_auth_params: oidc.extra_auth_params.clone(),
     }
 }

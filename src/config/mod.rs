@@ -60,6 +60,12 @@ pub struct Config {
     /// Every route's path pattern, in order, as one set (checked to fit the size limit).
     pub route_set: RegexSet,
     pub log: LogConfig,
+    /// `[access]`; every rule empty when the section is absent.
+    pub access: AccessConfig,
+    /// `[api]`; `None`: bearer tokens are not credentials.
+    pub api: Option<ApiConfig>,
+    /// `[assertion]`; `None`: no signed assertion is sent upstream.
+    pub assertion: Option<AssertionConfig>,
 }
 
 #[derive(Debug)]
@@ -162,6 +168,11 @@ pub struct OidcConfig {
     pub clock_skew: Duration,
     pub http_timeout: Duration,
     pub jwks_refetch_interval: Duration,
+    /// Added to the authorization request; never one of the parameters portcullis sets itself.
+    pub extra_auth_params: Vec<(String, String)>,
+    /// Fill in claims the id_token lacks from the userinfo endpoint after the code exchange.
+    pub userinfo_claims: bool,
+    pub introspection_endpoint: Option<Url>,
 }
 
 #[derive(Debug)]
@@ -205,6 +216,60 @@ pub struct RouteConfig {
     pub methods: Option<Vec<Method>>,
     pub policy: Policy,
     pub upstream: Option<Url>,
+    /// Groups of which the caller must have one, on top of `[access]` (authenticated routes only).
+    pub allowed_groups: Option<Vec<String>>,
+}
+
+/// `[access]`: who may pass once signed in. An empty list is no rule of that kind.
+#[derive(Debug, Clone)]
+pub struct AccessConfig {
+    /// Lower-cased (ASCII) domains, matched exactly against the part of `email` after its last `@`.
+    pub allowed_email_domains: Vec<String>,
+    /// Lower-cased (ASCII) addresses.
+    pub allowed_emails: Vec<String>,
+    pub allowed_groups: Vec<String>,
+    /// Where the groups are: a claim name or a dotted path (`realm_access.roles`).
+    pub groups_claim: String,
+    /// Whether an email rule also needs `email_verified: true` (default: true).
+    pub require_email_verified: bool,
+    /// Claim (name or dotted path) and the JSON values of which it must share one.
+    pub claims: Vec<(String, Vec<serde_json::Value>)>,
+}
+
+impl Default for AccessConfig {
+    fn default() -> AccessConfig {
+        AccessConfig {
+            allowed_email_domains: Vec::new(),
+            allowed_emails: Vec::new(),
+            allowed_groups: Vec::new(),
+            groups_claim: "groups".into(),
+            require_email_verified: true,
+            claims: Vec::new(),
+        }
+    }
+}
+
+/// `[api]`: bearer tokens on protected routes.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// A JWT access token must name one of these in `aud`; an introspection answer that names an
+    /// audience must name one of these, when set.
+    pub audiences: Vec<String>,
+    /// Opaque tokens go to the provider's introspection endpoint (RFC 7662).
+    pub introspection: bool,
+    /// How long an introspection answer is reused at most (never past the token's `exp`).
+    pub introspection_cache: Duration,
+}
+
+/// `[assertion]`: the signed identity JWT sent upstream.
+#[derive(Debug)]
+pub struct AssertionConfig {
+    pub header: HeaderName,
+    pub lifetime: Duration,
+    /// `aud`; `None`: the origin of the upstream the request goes to.
+    pub audience: Option<String>,
+    /// The P-256 key (PKCS#8 or SEC1 PEM) from `key_file`; `None`: one generated at start-up.
+    pub key_pem: Option<SecretBox<Vec<u8>>>,
 }
 
 /// `log.format`.
@@ -406,15 +471,178 @@ secret = "{SECRET}"
         let e = err(&base().replace("[session]", "[session]\ncookie_domain = \"corp.example\""));
         assert_eq!(e.key, "session.cookie_domain");
         assert!(e.message.contains("not available yet"), "{e}");
-        let e = err(&format!("{}\n[access]\nallowed_groups = [\"a\"]\n", base()));
-        assert_eq!(e.key, "access");
-        assert!(e.message.contains("not available yet"));
         let e = err(&format!(
-            "{}\n[[routes]]\npath = \"^/\"\nallowed_groups = [\"a\"]\n",
+            "{}\n[[routes]]\npath = \"^/\"\nhost = \"a.example\"\n",
             base()
         ));
-        assert_eq!(e.key, "routes[0].allowed_groups");
+        assert_eq!(e.key, "routes[0].host");
         assert!(e.message.contains("not available yet"), "{e}");
+    }
+
+    #[test]
+    fn access_rules_are_compiled_and_checked() {
+        let c = parse(&format!(
+            r#"{}
+[access]
+allowed_email_domains = ["Example.COM"]
+allowed_emails = ["Ops@Example.org"]
+allowed_groups = ["admins"]
+groups_claim = "realm_access.roles"
+claims = {{ level = [3, 4.5], mfa = [true], "org.unit" = ["ops"] }}
+[[routes]]
+path = "^/admin"
+allowed_groups = ["root"]
+"#,
+            base()
+        ))
+        .unwrap();
+        let a = &c.access;
+        assert_eq!(a.allowed_email_domains, ["example.com"]);
+        assert_eq!(a.allowed_emails, ["ops@example.org"]);
+        assert_eq!(a.groups_claim, "realm_access.roles");
+        assert!(a.require_email_verified, "default true");
+        assert_eq!(
+            a.claims,
+            vec![
+                (
+                    "level".to_string(),
+                    vec![serde_json::json!(3), serde_json::json!(4.5)]
+                ),
+                ("mfa".to_string(), vec![serde_json::json!(true)]),
+                ("org.unit".to_string(), vec![serde_json::json!("ops")]),
+            ]
+        );
+        assert_eq!(
+            c.routes[0].allowed_groups.as_deref(),
+            Some(&["root".to_string()][..])
+        );
+        assert!(parse(&base()).unwrap().access.allowed_groups.is_empty());
+
+        for (extra, key) in [
+            ("[access]\nallowed_groups = []\n", "access.allowed_groups"),
+            (
+                "[access]\nallowed_email_domains = [\"@example.com\"]\n",
+                "access.allowed_email_domains",
+            ),
+            (
+                "[access]\nallowed_emails = [\"nobody\"]\n",
+                "access.allowed_emails",
+            ),
+            ("[access]\nclaims = { level = 3 }\n", "access.claims.level"),
+            (
+                "[access]\nclaims = { level = [{ a = 1 }] }\n",
+                "access.claims.level",
+            ),
+            ("[access]\nclaims = { level = [] }\n", "access.claims.level"),
+            (
+                "[access]\nallowed_groupz = [\"a\"]\n",
+                "access.allowed_groupz",
+            ),
+            (
+                "[[routes]]\npath = \"^/\"\npolicy = \"public\"\nallowed_groups = [\"a\"]\n",
+                "routes[0].allowed_groups",
+            ),
+            (
+                "[[routes]]\npath = \"^/\"\nallowed_groups = []\n",
+                "routes[0].allowed_groups",
+            ),
+        ] {
+            assert_eq!(err(&format!("{}\n{extra}", base())).key, key, "{extra}");
+        }
+    }
+
+    #[test]
+    fn extra_auth_params_may_not_touch_what_portcullis_sets() {
+        let c = parse(&base().replace(
+            "[oidc]",
+            "[oidc]\nextra_auth_params = { prompt = \"login\", acr_values = \"mfa\" }",
+        ))
+        .unwrap();
+        assert_eq!(
+            c.oidc.extra_auth_params,
+            vec![
+                ("acr_values".to_string(), "mfa".to_string()),
+                ("prompt".to_string(), "login".to_string())
+            ]
+        );
+        for name in [
+            "state",
+            "nonce",
+            "code_challenge",
+            "code_challenge_method",
+            "redirect_uri",
+            "client_id",
+            "response_type",
+            "scope",
+            "State",
+        ] {
+            let e = err(&base().replace(
+                "[oidc]",
+                &format!("[oidc]\nextra_auth_params = {{ {name} = \"x\" }}"),
+            ));
+            assert_eq!(e.key, "oidc.extra_auth_params");
+            assert!(e.message.contains(name), "{e}");
+        }
+        let e = err(&base().replace("[oidc]", "[oidc]\nextra_auth_params = { max_age = 5 }"));
+        assert_eq!(e.key, "oidc.extra_auth_params.max_age");
+    }
+
+    #[test]
+    fn api_needs_a_way_to_check_tokens() {
+        let c = parse(&format!(
+            "{}\n[api]\naudiences = [\"my-api\"]\nintrospection = true\nintrospection_cache = \"30s\"\n",
+            base()
+        ))
+        .unwrap();
+        let api = c.api.unwrap();
+        assert_eq!(api.audiences, ["my-api"]);
+        assert!(api.introspection);
+        assert_eq!(api.introspection_cache, Duration::from_secs(30));
+        let c = parse(&format!("{}\n[api]\nintrospection = true\n", base())).unwrap();
+        assert_eq!(c.api.unwrap().introspection_cache, Duration::from_secs(60));
+        assert!(parse(&base()).unwrap().api.is_none());
+        assert_eq!(err(&format!("{}\n[api]\n", base())).key, "api");
+        let public = base().replace("client_secret = \"s3cret\"", "client_auth = \"none\"")
+            + "\n[api]\nintrospection = true\n";
+        assert_eq!(err(&public).key, "api.introspection");
+    }
+
+    #[test]
+    fn assertion_defaults_and_key_file() {
+        let c = parse(&format!("{}\n[assertion]\n", base())).unwrap();
+        let a = c.assertion.unwrap();
+        assert_eq!(a.header, "x-portcullis-jwt-assertion");
+        assert_eq!(a.lifetime, Duration::from_secs(300));
+        assert!(a.audience.is_none() && a.key_pem.is_none());
+
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("key.pem");
+        std::fs::write(&key, &crate::oidc::testutil::p256().private_pem).unwrap();
+        let with_key = format!(
+            "{}\n[assertion]\nkey_file = {:?}\nheader = \"X-Identity\"\naudience = \"app\"\nlifetime = \"1m\"\n",
+            base(),
+            key.display().to_string()
+        );
+        let a = parse(&with_key).unwrap().assertion.unwrap();
+        assert!(a.key_pem.is_some());
+        assert_eq!(a.audience.as_deref(), Some("app"));
+        assert_eq!(a.lifetime, Duration::from_secs(60));
+
+        std::fs::write(&key, &crate::oidc::testutil::rsa().private_pem).unwrap();
+        assert_eq!(err(&with_key).key, "assertion.key_file");
+        for (extra, k) in [
+            ("header = \"Cookie\"", "assertion.header"),
+            ("header = \"X-Forwarded-User\"", "assertion.header"),
+            ("header = \"bad header\"", "assertion.header"),
+            ("key_file = \"/nonexistent.pem\"", "assertion.key_file"),
+            ("lifetime = \"soon\"", "assertion.lifetime"),
+        ] {
+            assert_eq!(
+                err(&format!("{}\n[assertion]\n{extra}\n", base())).key,
+                k,
+                "{extra}"
+            );
+        }
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! values are enums, so serde names the choices. Values that need more than a type check (URLs,
 //! durations, files, regexes) stay strings and are turned into typed values by `validate`.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -29,9 +30,9 @@ pub(super) struct RawConfig {
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub log: RawLog,
-    pub access: NotYet,
-    pub api: NotYet,
-    pub assertion: NotYet,
+    pub access: Option<RawAccess>,
+    pub api: Option<RawApi>,
+    pub assertion: Option<RawAssertion>,
 }
 
 #[derive(Deserialize, Default)]
@@ -83,9 +84,9 @@ pub(super) struct RawOidc {
     pub clock_skew: Option<String>,
     pub http_timeout: Option<String>,
     pub jwks_refetch_interval: Option<String>,
-    pub extra_auth_params: NotYet,
-    pub userinfo_claims: NotYet,
-    pub introspection_endpoint: NotYet,
+    pub extra_auth_params: Option<BTreeMap<String, String>>,
+    pub userinfo_claims: Option<bool>,
+    pub introspection_endpoint: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -118,9 +119,41 @@ pub(super) struct RawRoute {
     pub methods: Option<Vec<String>>,
     pub policy: Option<Policy>,
     pub upstream: Option<String>,
-    pub allowed_groups: NotYet,
+    pub allowed_groups: Option<Vec<String>>,
     pub host: NotYet,
     pub case_insensitive: NotYet,
+}
+
+/// `[access]`: who may pass after login.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAccess {
+    pub allowed_email_domains: Option<Vec<String>>,
+    pub allowed_emails: Option<Vec<String>>,
+    pub allowed_groups: Option<Vec<String>>,
+    pub groups_claim: Option<String>,
+    pub require_email_verified: Option<bool>,
+    /// Claim (a name or a dotted path) to the values it may take; values are checked by `validate`.
+    pub claims: Option<toml::Table>,
+}
+
+/// `[api]`: bearer tokens from API clients.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawApi {
+    pub audiences: Option<Vec<String>>,
+    pub introspection: Option<bool>,
+    pub introspection_cache: Option<String>,
+}
+
+/// `[assertion]`: a signed identity JWT for the upstream.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAssertion {
+    pub header: Option<String>,
+    pub lifetime: Option<String>,
+    pub audience: Option<String>,
+    pub key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize, Default)]
@@ -140,9 +173,6 @@ impl RawConfig {
                 keys.push(key.to_string());
             }
         };
-        note("access", &self.access);
-        note("api", &self.api);
-        note("assertion", &self.assertion);
         let s = &self.server;
         note("server.max_connections", &s.max_connections);
         note("server.shutdown_delay", &s.shutdown_delay);
@@ -152,16 +182,10 @@ impl RawConfig {
             note("upstream.client_cert_file", &u.client_cert_file);
             note("upstream.client_key_file", &u.client_key_file);
         }
-        if let Some(o) = &self.oidc {
-            note("oidc.extra_auth_params", &o.extra_auth_params);
-            note("oidc.userinfo_claims", &o.userinfo_claims);
-            note("oidc.introspection_endpoint", &o.introspection_endpoint);
-        }
         if let Some(s) = &self.session {
             note("session.cookie_domain", &s.cookie_domain);
         }
         for (i, r) in self.routes.iter().enumerate() {
-            note(&format!("routes[{i}].allowed_groups"), &r.allowed_groups);
             note(&format!("routes[{i}].host"), &r.host);
             note(
                 &format!("routes[{i}].case_insensitive"),

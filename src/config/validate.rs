@@ -11,11 +11,14 @@ use regex::{Regex, RegexSet};
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
-use super::raw::{RawConfig, RawLog, RawOidc, RawRoute, RawServer, RawSession, RawUpstream};
+use super::raw::{
+    RawAccess, RawApi, RawAssertion, RawConfig, RawLog, RawOidc, RawRoute, RawServer, RawSession,
+    RawUpstream,
+};
 use super::{
-    decode_secret, ClientAuthMethod, Config, ConfigError, HeadersConfig, LogConfig, LogFormat,
-    OidcConfig, Policy, RedisConfig, RedisMode, RefreshMode, Result, RouteConfig, ServerConfig,
-    SessionConfig, StoreKind, TlsFiles, UpstreamConfig,
+    decode_secret, AccessConfig, ApiConfig, AssertionConfig, ClientAuthMethod, Config, ConfigError,
+    HeadersConfig, LogConfig, LogFormat, OidcConfig, Policy, RedisConfig, RedisMode, RefreshMode,
+    Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, UpstreamConfig,
 };
 
 fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -139,6 +142,16 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config> {
         .collect::<Result<Vec<_>>>()?;
     let route_set = route_set(&routes)?;
     let log = validate_log(raw.log)?;
+    let access = raw
+        .access
+        .map(validate_access)
+        .transpose()?
+        .unwrap_or_default();
+    let api = raw.api.map(|a| validate_api(a, &oidc)).transpose()?;
+    let assertion = raw
+        .assertion
+        .map(|a| validate_assertion(a, &headers))
+        .transpose()?;
     Ok(Config {
         server,
         upstream,
@@ -148,6 +161,9 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config> {
         routes,
         route_set,
         log,
+        access,
+        api,
+        assertion,
     })
 }
 
@@ -376,6 +392,210 @@ fn validate_oidc(raw: Option<RawOidc>) -> Result<OidcConfig> {
             raw.jwks_refetch_interval.as_deref(),
             "60s",
         )?,
+        extra_auth_params: extra_auth_params(raw.extra_auth_params.unwrap_or_default())?,
+        userinfo_claims: raw.userinfo_claims.unwrap_or(false),
+        introspection_endpoint: optional_url(
+            "oidc.introspection_endpoint",
+            raw.introspection_endpoint.as_ref(),
+        )?,
+    })
+}
+
+/// `oidc.extra_auth_params`: any parameter but the ones portcullis sets itself, which would let
+/// the configuration weaken the login (a fixed `state` or `nonce`, another `redirect_uri`). Names
+/// are compared without regard to case, as some providers read them.
+fn extra_auth_params(
+    params: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>> {
+    let key = "oidc.extra_auth_params";
+    params
+        .into_iter()
+        .map(|(name, value)| {
+            if let Some(reserved) = crate::oidc::authorize::RESERVED_PARAMS
+                .iter()
+                .find(|r| r.eq_ignore_ascii_case(&name))
+            {
+                return Err(ConfigError::new(
+                    key,
+                    format!("{name:?} cannot be set: portcullis sets {reserved} itself"),
+                ));
+            }
+            if name.is_empty() || name.chars().any(char::is_control) {
+                return Err(ConfigError::new(
+                    key,
+                    format!("invalid parameter name {name:?}"),
+                ));
+            }
+            Ok((name, value))
+        })
+        .collect()
+}
+
+/// A list that, when given, must not be empty (an empty list would read as "nobody" to some and
+/// "no rule" to others); entries must not be empty either.
+fn rule_list(key: &str, list: Option<Vec<String>>) -> Result<Vec<String>> {
+    let Some(list) = list else {
+        return Ok(Vec::new());
+    };
+    if list.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            "must not be empty (leave the key out for no rule)",
+        ));
+    }
+    if list.iter().any(|v| v.trim().is_empty()) {
+        return Err(ConfigError::new(key, "entries must not be empty"));
+    }
+    Ok(list)
+}
+
+fn validate_access(raw: RawAccess) -> Result<AccessConfig> {
+    let domains = rule_list("access.allowed_email_domains", raw.allowed_email_domains)?
+        .into_iter()
+        .map(|d| {
+            if d.contains('@') || d.starts_with('.') || d.contains(char::is_whitespace) {
+                return Err(ConfigError::new(
+                    "access.allowed_email_domains",
+                    format!("expected a domain such as \"example.com\", got {d:?}"),
+                ));
+            }
+            Ok(d.to_ascii_lowercase())
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let emails = rule_list("access.allowed_emails", raw.allowed_emails)?
+        .into_iter()
+        .map(|e| match e.rsplit_once('@') {
+            Some((local, domain)) if !local.is_empty() && !domain.is_empty() => {
+                Ok(e.to_ascii_lowercase())
+            }
+            _ => Err(ConfigError::new(
+                "access.allowed_emails",
+                format!("expected an address such as \"ops@example.org\", got {e:?}"),
+            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let groups = rule_list("access.allowed_groups", raw.allowed_groups)?;
+    let groups_claim = raw.groups_claim.unwrap_or_else(|| "groups".into());
+    if groups_claim.is_empty() {
+        return Err(ConfigError::new("access.groups_claim", "must not be empty"));
+    }
+    let mut claims = Vec::new();
+    for (name, value) in raw.claims.unwrap_or_default() {
+        let key = format!("access.claims.{name}");
+        if name.is_empty() {
+            return Err(ConfigError::new(key, "the claim name must not be empty"));
+        }
+        let toml::Value::Array(items) = value else {
+            return Err(ConfigError::new(
+                key,
+                "expected a list of accepted values, such as [\"eng\"] or [3]",
+            ));
+        };
+        if items.is_empty() {
+            return Err(ConfigError::new(
+                key,
+                "must not be empty (leave the claim out for no rule)",
+            ));
+        }
+        let values = items
+            .into_iter()
+            .map(|item| match item {
+                toml::Value::String(s) => Ok(serde_json::Value::String(s)),
+                toml::Value::Integer(i) => Ok(serde_json::Value::from(i)),
+                toml::Value::Float(f) => serde_json::Number::from_f64(f)
+                    .map(serde_json::Value::Number)
+                    .ok_or_else(|| ConfigError::new(&key, "a number must be finite")),
+                toml::Value::Boolean(b) => Ok(serde_json::Value::Bool(b)),
+                _ => Err(ConfigError::new(
+                    &key,
+                    "accepted values are strings, numbers or booleans",
+                )),
+            })
+            .collect::<Result<Vec<_>>>()?;
+        claims.push((name, values));
+    }
+    Ok(AccessConfig {
+        require_email_verified: raw.require_email_verified.unwrap_or(true),
+        allowed_email_domains: domains,
+        allowed_emails: emails,
+        allowed_groups: groups,
+        groups_claim,
+        claims,
+    })
+}
+
+fn validate_api(raw: RawApi, oidc: &OidcConfig) -> Result<ApiConfig> {
+    let audiences = rule_list("api.audiences", raw.audiences)?;
+    let introspection = raw.introspection.unwrap_or(false);
+    if audiences.is_empty() && !introspection {
+        return Err(ConfigError::new(
+            "api",
+            "set api.audiences (JWT access tokens) or api.introspection = true (opaque tokens), or both",
+        ));
+    }
+    if introspection && oidc.client_auth == ClientAuthMethod::None {
+        return Err(ConfigError::new(
+            "api.introspection",
+            "introspection needs client authentication (RFC 7662 section 2.1); oidc.client_auth is \"none\"",
+        ));
+    }
+    Ok(ApiConfig {
+        audiences,
+        introspection,
+        introspection_cache: duration(
+            "api.introspection_cache",
+            raw.introspection_cache.as_deref(),
+            "60s",
+        )?,
+    })
+}
+
+fn validate_assertion(raw: RawAssertion, headers: &HeadersConfig) -> Result<AssertionConfig> {
+    let key = "assertion.header";
+    let text = raw
+        .header
+        .as_deref()
+        .unwrap_or("X-Portcullis-Jwt-Assertion");
+    let header = HeaderName::from_bytes(text.as_bytes())
+        .map_err(|_| ConfigError::new(key, format!("{text:?} is not a valid HTTP header name")))?;
+    if crate::proxy::is_reserved_header(&header) {
+        return Err(ConfigError::new(
+            key,
+            "this header is managed by the gateway and cannot carry the assertion",
+        ));
+    }
+    if headers.claims.iter().any(|(h, _)| *h == header) {
+        return Err(ConfigError::new(
+            key,
+            "this header already carries a claim ([headers])",
+        ));
+    }
+    let audience = match raw.audience {
+        Some(a) if a.trim().is_empty() => {
+            return Err(ConfigError::new("assertion.audience", "must not be empty"))
+        }
+        a => a,
+    };
+    let key_pem = match raw.key_file {
+        Some(path) => {
+            let pem = std::fs::read(&path).map_err(|e| {
+                ConfigError::new(
+                    "assertion.key_file",
+                    format!("cannot read {}: {e}", path.display()),
+                )
+            })?;
+            crate::assertion::SigningKey::from_pem(&pem).map_err(|e| {
+                ConfigError::new("assertion.key_file", format!("{}: {e}", path.display()))
+            })?;
+            Some(SecretBox::new(Box::new(pem)))
+        }
+        None => None,
+    };
+    Ok(AssertionConfig {
+        header,
+        lifetime: duration("assertion.lifetime", raw.lifetime.as_deref(), "5m")?,
+        audience,
+        key_pem,
     })
 }
 
@@ -662,11 +882,22 @@ fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
         .as_deref()
         .map(|u| upstream_url(&key("upstream"), u))
         .transpose()?;
+    let allowed_groups = match raw.allowed_groups {
+        None => None,
+        Some(_) if policy != Policy::Authenticated => {
+            return Err(ConfigError::new(
+                key("allowed_groups"),
+                "only applies to routes with policy = \"authenticated\"",
+            ))
+        }
+        groups => Some(rule_list(&key("allowed_groups"), groups)?),
+    };
     Ok(RouteConfig {
         path,
         methods,
         policy,
         upstream,
+        allowed_groups,
     })
 }
 

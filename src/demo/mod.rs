@@ -102,6 +102,7 @@ pub async fn run(ports: DemoPorts) -> anyhow::Result<()> {
             }],
             profile: Profile::Standard,
             issue_refresh_token: false,
+            ..Default::default()
         },
     )
     .await

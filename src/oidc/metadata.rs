@@ -21,6 +21,8 @@ pub struct ProviderMetadata {
     pub jwks_uri: Url,
     pub userinfo_endpoint: Option<Url>,
     pub end_session_endpoint: Option<Url>,
+    /// RFC 7662 token introspection (RFC 8414 names it in the metadata).
+    pub introspection_endpoint: Option<Url>,
 }
 
 /// Why the provider metadata could not be established.
@@ -96,6 +98,7 @@ struct RawDocument {
     jwks_uri: Option<String>,
     userinfo_endpoint: Option<String>,
     end_session_endpoint: Option<String>,
+    introspection_endpoint: Option<String>,
 }
 
 /// The discovered endpoints, before overrides are applied.
@@ -107,6 +110,7 @@ pub struct DiscoveryDocument {
     pub jwks_uri: Option<Url>,
     pub userinfo_endpoint: Option<Url>,
     pub end_session_endpoint: Option<Url>,
+    pub introspection_endpoint: Option<Url>,
 }
 
 /// Parses and checks a discovery response against the configured issuer.
@@ -138,6 +142,7 @@ pub fn parse_discovery(
         jwks_uri: opt("jwks_uri", raw.jwks_uri)?,
         userinfo_endpoint: opt("userinfo_endpoint", raw.userinfo_endpoint)?,
         end_session_endpoint: opt("end_session_endpoint", raw.end_session_endpoint)?,
+        introspection_endpoint: opt("introspection_endpoint", raw.introspection_endpoint)?,
         issuer: raw.issuer,
     })
 }
@@ -220,6 +225,11 @@ pub fn resolve(
             "end_session_endpoint",
             &overrides.end_session_endpoint,
             doc.end_session_endpoint,
+        )?,
+        introspection_endpoint: pick(
+            "introspection_endpoint",
+            &overrides.introspection_endpoint,
+            doc.introspection_endpoint,
         )?,
     })
 }

@@ -20,8 +20,10 @@ use bytes::Bytes;
 use secrecy::{ExposeSecret, SecretSlice, SecretString};
 use subtle::ConstantTimeEq;
 
+pub mod access_token;
 pub mod authorize;
 pub mod id_token;
+pub mod introspection;
 pub mod jwks;
 pub mod jws;
 pub mod logout_token;
@@ -33,8 +35,10 @@ pub(crate) mod testutil;
 pub mod token;
 pub mod userinfo;
 
+pub use access_token::{AccessTokenError, AccessTokenExpectations};
 pub use authorize::{authorization_url, AuthRequest, LoginSecrets};
 pub use id_token::{validate_id_token, Expectations, IdTokenError, UnverifiedIdToken};
+pub use introspection::{Introspected, IntrospectionError};
 pub use jwks::{parse_jwks, JwksError, KeyCache, KeySet};
 pub use jws::{JwsError, UnverifiedJws, VerifiedJws};
 pub use metadata::{discovery_url, MetadataError, ProviderMetadata};
@@ -90,6 +94,7 @@ pub struct EndpointOverrides {
     pub jwks_uri: Option<url::Url>,
     pub userinfo_endpoint: Option<url::Url>,
     pub end_session_endpoint: Option<url::Url>,
+    pub introspection_endpoint: Option<url::Url>,
 }
 
 /// The typed provider configuration; the integrator maps the `[oidc]` TOML section onto it.

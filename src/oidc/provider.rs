@@ -17,8 +17,13 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 use url::Url;
 
+use super::access_token::{check_claims, AccessTokenError, AccessTokenExpectations};
 use super::authorize::{AuthRequest, RESERVED_PARAMS};
 use super::id_token::{Expectations, RefreshExpectations, UnverifiedIdToken, VerifiedIdToken};
+use super::introspection::{
+    introspection_request, parse_introspection, Introspected, IntrospectionError,
+    IntrospectionExpectations,
+};
 use super::jwks::{parse_jwks, JwksError, KeyCache, KeySet};
 use super::jws::{JwsError, UnverifiedJws, VerifiedJws};
 use super::logout_token::{check_logout_token, LogoutClaims, LogoutExpectations, LogoutTokenError};
@@ -116,6 +121,7 @@ impl Provider {
             ("jwks_uri", &e.jwks_uri),
             ("userinfo_endpoint", &e.userinfo_endpoint),
             ("end_session_endpoint", &e.end_session_endpoint),
+            ("introspection_endpoint", &e.introspection_endpoint),
         ] {
             if let Some(url) = url {
                 check_endpoint(name, url).map_err(|e| cfg(name, &e))?;
@@ -461,6 +467,62 @@ impl Provider {
             &LogoutExpectations {
                 issuer: &meta.issuer,
                 client_id: &self.config.client_id,
+                clock_skew: self.config.clock_skew,
+                now,
+            },
+        )
+    }
+
+    /// Validates a JWT access token (RFC 9068): the signature through [`Provider::verify_jws`], then
+    /// the claims, `aud` naming one of `audiences`. Returns the claims and `exp`.
+    pub async fn validate_access_token(
+        &self,
+        token: &UnverifiedJws<'_>,
+        audiences: &[String],
+        now: SystemTime,
+    ) -> Result<(Map<String, Value>, i64), AccessTokenError> {
+        let meta = self.metadata().ok_or(JwsError::UnknownKey)?;
+        let verified = self.verify_jws(token).await?;
+        check_claims(
+            &verified,
+            &AccessTokenExpectations {
+                issuer: &meta.issuer,
+                audiences,
+                clock_skew: self.config.clock_skew,
+                now,
+            },
+        )
+    }
+
+    /// Asks the provider's introspection endpoint (RFC 7662) about an opaque token, authenticated
+    /// as this client, and checks the answer.
+    pub async fn introspect(
+        &self,
+        token: &AccessToken,
+        audiences: &[String],
+        now: SystemTime,
+    ) -> Result<Introspected, IntrospectionError> {
+        let meta = self.metadata().ok_or(IntrospectionError::NotReady)?;
+        let endpoint = meta
+            .introspection_endpoint
+            .as_ref()
+            .ok_or(IntrospectionError::NoEndpoint)?;
+        let req = introspection_request(
+            endpoint,
+            &self.config.client_id,
+            &self.credentials,
+            token,
+            now,
+        )?;
+        let resp = self.send(req).await.map_err(|e| match e {
+            SendError::Unreachable(m) => IntrospectionError::Unreachable(m),
+            other => IntrospectionError::BadResponse(other.to_string()),
+        })?;
+        parse_introspection(
+            &resp,
+            &IntrospectionExpectations {
+                issuer: &meta.issuer,
+                audiences,
                 clock_skew: self.config.clock_skew,
                 now,
             },

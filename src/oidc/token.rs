@@ -203,6 +203,42 @@ pub struct CodeExchange<'a> {
     pub verifier: Option<&'a PkceVerifier>,
 }
 
+/// Adds the client's authentication to a form POST to `endpoint` (the token endpoint, or another
+/// endpoint that authenticates clients the same way, such as introspection): form fields, and the
+/// `Authorization` value to send when the method uses the header (marked sensitive). A
+/// `private_key_jwt` assertion names `endpoint` as its audience.
+pub fn client_authentication(
+    form: &mut form_urlencoded::Serializer<'_, String>,
+    creds: &ClientCredentials,
+    client_id: &str,
+    endpoint: &Url,
+    now: SystemTime,
+) -> Result<Option<HeaderValue>, String> {
+    match creds {
+        ClientCredentials::Basic(secret) => {
+            let mut value = HeaderValue::try_from(basic_authorization(client_id, secret))
+                .map_err(|_| "client credentials form an invalid header".to_string())?;
+            value.set_sensitive(true);
+            return Ok(Some(value));
+        }
+        ClientCredentials::Post(secret) => {
+            form.append_pair("client_id", client_id)
+                .append_pair("client_secret", secret.secret());
+        }
+        ClientCredentials::PrivateKeyJwt { key, alg, key_id } => {
+            let assertion =
+                client_assertion(client_id, endpoint, key, *alg, key_id.as_deref(), now)?;
+            form.append_pair("client_id", client_id)
+                .append_pair("client_assertion_type", JWT_BEARER_ASSERTION)
+                .append_pair("client_assertion", &assertion);
+        }
+        ClientCredentials::None => {
+            form.append_pair("client_id", client_id);
+        }
+    }
+    Ok(None)
+}
+
 /// Builds the token request of a code exchange: a form POST with the configured client
 /// authentication.
 pub fn token_request(
@@ -235,45 +271,20 @@ pub fn refresh_request(
     client_request(token_endpoint, client_id, form, creds, now)
 }
 
-/// A form POST to `endpoint` (token, introspection) carrying `form` plus the client authentication
-/// (RFC 6749 2.3, RFC 7523, OIDC Core 9): Basic, form fields, or a signed assertion whose `aud` is
-/// the endpoint.
-pub fn client_request(
+/// A form POST to `endpoint` carrying `form` plus the client authentication.
+fn client_request(
     endpoint: &Url,
     client_id: &str,
     mut form: form_urlencoded::Serializer<'_, String>,
     creds: &ClientCredentials,
     now: SystemTime,
 ) -> Result<http::Request<Bytes>, ExchangeError> {
-    let mut authorization = None;
-    match creds {
-        ClientCredentials::Basic(secret) => {
-            authorization = Some(basic_authorization(client_id, secret));
-        }
-        ClientCredentials::Post(secret) => {
-            form.append_pair("client_id", client_id)
-                .append_pair("client_secret", secret.secret());
-        }
-        ClientCredentials::PrivateKeyJwt { key, alg, key_id } => {
-            let assertion =
-                client_assertion(client_id, endpoint, key, *alg, key_id.as_deref(), now)
-                    .map_err(ExchangeError::Request)?;
-            form.append_pair("client_id", client_id)
-                .append_pair("client_assertion_type", JWT_BEARER_ASSERTION)
-                .append_pair("client_assertion", &assertion);
-        }
-        ClientCredentials::None => {
-            form.append_pair("client_id", client_id);
-        }
-    }
+    let authorization = client_authentication(&mut form, creds, client_id, endpoint, now)
+        .map_err(ExchangeError::Request)?;
     let mut builder = http::Request::post(to_uri(endpoint).map_err(ExchangeError::Request)?)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json");
     if let Some(value) = authorization {
-        let mut value = HeaderValue::try_from(value).map_err(|_| {
-            ExchangeError::Request("client credentials form an invalid header".into())
-        })?;
-        value.set_sensitive(true);
         builder = builder.header(AUTHORIZATION, value);
     }
     builder

@@ -25,6 +25,28 @@ pub enum UserinfoError {
     Rejected(u16),
     #[error("userinfo endpoint: {0}")]
     BadResponse(String),
+    /// OIDC Core 5.3.2: the answer is about someone else than the id_token.
+    #[error("userinfo sub is not the id_token's sub")]
+    SubjectMismatch,
+}
+
+/// Fill in `claims` (an id_token's) with the userinfo claims it lacks; what the id_token says wins.
+/// The userinfo `sub` must equal the id_token's (OIDC Core 5.3.2), else nothing is merged.
+pub fn merge_userinfo(
+    claims: &mut Map<String, Value>,
+    userinfo: Map<String, Value>,
+) -> Result<(), UserinfoError> {
+    let same = match (claims.get("sub"), userinfo.get("sub")) {
+        (Some(Value::String(a)), Some(Value::String(b))) => a == b,
+        _ => false,
+    };
+    if !same {
+        return Err(UserinfoError::SubjectMismatch);
+    }
+    for (name, value) in userinfo {
+        claims.entry(name).or_insert(value);
+    }
+    Ok(())
 }
 
 /// GET with the access token as a Bearer credential (RFC 6750 2.1), marked sensitive so no
@@ -78,6 +100,26 @@ mod tests {
         assert_eq!(req.headers()[AUTHORIZATION], "Bearer tok");
         assert!(req.headers()[AUTHORIZATION].is_sensitive());
         assert!(userinfo_request(&url, &AccessToken::new("a\r\nb")).is_err());
+    }
+
+    #[test]
+    fn userinfo_fills_in_what_the_id_token_lacks() {
+        let mut claims = serde_json::json!({"sub": "u", "name": "From id_token"});
+        let claims = claims.as_object_mut().unwrap();
+        let info = serde_json::json!({"sub": "u", "name": "From userinfo", "email": "a@b", "groups": ["g"]});
+        merge_userinfo(claims, info.as_object().unwrap().clone()).unwrap();
+        assert_eq!(claims["name"], "From id_token");
+        assert_eq!(claims["email"], "a@b");
+        assert_eq!(claims["groups"][0], "g");
+
+        let mut claims = serde_json::json!({"sub": "u"});
+        let claims = claims.as_object_mut().unwrap();
+        let other = serde_json::json!({"sub": "someone-else", "email": "x@y"});
+        assert_eq!(
+            merge_userinfo(claims, other.as_object().unwrap().clone()),
+            Err(UserinfoError::SubjectMismatch)
+        );
+        assert!(!claims.contains_key("email"), "nothing merged");
     }
 
     #[test]

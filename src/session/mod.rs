@@ -71,13 +71,20 @@ impl fmt::Debug for Session {
     }
 }
 
-/// An opened session with the identity headers it gives upstream: built once per session (and
-/// configuration), then served from the cache for every later request of that session.
+/// An opened session with what follows from it under one configuration: the identity headers it
+/// gives upstream, the `[access]` verdict and the assertions minted for it. Built once per session
+/// (and configuration) by `Snapshot::open`, then served from the cache for every later request of
+/// that session. An API client's bearer token is opened into the same shape (a session of one
+/// token, with no tokens kept), cached by the token instead of a cookie.
 #[derive(Debug)]
 pub struct Authenticated {
     pub session: Session,
     pub identity: crate::identity::IdentityHeaders,
-    /// The session's key in its store (refresh locks, updates).
+    /// Whether `[access]` lets this identity pass (a route's own groups are checked per request).
+    pub access: crate::policy::Verdict,
+    /// The signed assertions minted for this identity, reused while fresh.
+    pub assertions: crate::assertion::AssertionCache,
+    /// The session's key in its store (refresh locks, updates); for a bearer token, a hash of it.
     pub key: store::SessionKey,
     /// When this replica last recorded a use (Unix seconds), for `idle_timeout`.
     touched: std::sync::atomic::AtomicU64,
@@ -93,15 +100,19 @@ pub struct Successor {
 }
 
 impl Authenticated {
+    /// `session` with what the configuration in force makes of it (see `Snapshot::open`).
     pub fn new(
-        identity: crate::identity::IdentityHeaders,
         session: Session,
+        identity: crate::identity::IdentityHeaders,
+        access: crate::policy::Verdict,
         key: store::SessionKey,
     ) -> Authenticated {
         Authenticated {
             touched: std::sync::atomic::AtomicU64::new(session.seen_at),
             session,
             identity,
+            access,
+            assertions: crate::assertion::AssertionCache::default(),
             key,
             successor: std::sync::OnceLock::new(),
         }

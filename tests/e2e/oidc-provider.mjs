@@ -12,6 +12,10 @@
 // Stdout carries one JSON object per line: first {"ready":{"issuer":...}} once the server listens,
 // then the provider's own events the tests observe ({"event":"grant.success",...}). Errors go to stderr.
 //
+// API access (for the gateway's bearer tests): opaque access tokens can be introspected (RFC 7662)
+// by any confidential client; an authorization request naming the resource `urn:portcullis:api`
+// (RFC 8707) gets a JWT access token for that audience instead.
+//
 // Clients (all with PKCE required):
 //   portcullis-basic   client_secret_basic  no refresh token
 //   portcullis-post    client_secret_post   refresh token issued
@@ -22,7 +26,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 
-import Provider from 'oidc-provider';
+import Provider, { errors } from 'oidc-provider';
+
+const API_RESOURCE = 'urn:portcullis:api';
 
 const options = JSON.parse(process.argv[2] ?? '{}');
 const out = (object) => process.stdout.write(`${JSON.stringify(object)}\n`);
@@ -115,6 +121,26 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    introspection: {
+      enabled: true,
+      // Confidential clients may introspect any token; a public client only its own.
+      allowedPolicy: async (ctx, client, token) => client.clientAuthMethod !== 'none'
+        || token.clientId === ctx.oidc.client.clientId,
+    },
+    resourceIndicators: {
+      enabled: true,
+      defaultResource: async (_ctx, _client, oneOf) => oneOf,
+      useGrantedResource: async () => true,
+      getResourceServerInfo: async (_ctx, indicator) => {
+        if (indicator !== API_RESOURCE) throw new errors.InvalidTarget();
+        return {
+          scope: 'api:read',
+          audience: API_RESOURCE,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: 'RS256' } },
+        };
+      },
+    },
   },
   cookies: { keys: ['portcullis-interop-cookie-key'] },
 });

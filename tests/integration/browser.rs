@@ -77,6 +77,10 @@ pub struct StackOptions {
     pub profile: Profile,
     pub extra: String,
     pub refresh_tokens: bool,
+    /// More `[oidc]` lines for the gateway.
+    pub oidc_extra: String,
+    /// The provider's own options (its clients, profile and refresh tokens are set by `stack`).
+    pub provider: DevProviderOptions,
 }
 
 impl Default for StackOptions {
@@ -86,9 +90,17 @@ impl Default for StackOptions {
             profile: Profile::Standard,
             extra: String::new(),
             refresh_tokens: false,
+            oidc_extra: String::new(),
+            provider: DevProviderOptions::default(),
         }
     }
 }
+
+/// A second client registered at the provider for every stack: an API client that gets its own
+/// tokens (the gateway never sees its login).
+pub const API_CLIENT_ID: &str = "api-client";
+pub const API_CLIENT_SECRET: &str = "api-client-secret";
+pub const API_CLIENT_REDIRECT: &str = "http://127.0.0.1:9/api-client/callback";
 
 pub const PUBLIC_ROUTE: &str = "[[routes]]\npath = \"^/public/\"\npolicy = \"public\"\n";
 
@@ -135,13 +147,21 @@ pub async fn stack(opts: StackOptions) -> Stack {
     let provider = DevProvider::start(
         provider_listener,
         DevProviderOptions {
-            clients: vec![DevClient {
-                client_id: CLIENT_ID.into(),
-                auth: dev_auth,
-                redirect_uris: vec![redirect_uri],
-            }],
+            clients: vec![
+                DevClient {
+                    client_id: CLIENT_ID.into(),
+                    auth: dev_auth,
+                    redirect_uris: vec![redirect_uri],
+                },
+                DevClient {
+                    client_id: API_CLIENT_ID.into(),
+                    auth: DevClientAuth::SecretPost(API_CLIENT_SECRET.into()),
+                    redirect_uris: vec![API_CLIENT_REDIRECT.into()],
+                },
+            ],
             profile: opts.profile,
             issue_refresh_token: opts.refresh_tokens,
+            ..opts.provider
         },
     )
     .await
@@ -151,8 +171,9 @@ pub async fn stack(opts: StackOptions) -> Stack {
         &public_url_for_toml,
         &upstream.url(),
         &format!(
-            "issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n{gateway_auth}",
-            provider.issuer()
+            "issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\n{gateway_auth}\n{}",
+            provider.issuer(),
+            opts.oidc_extra
         ),
         &opts.extra,
     );
@@ -269,6 +290,54 @@ impl Browser {
         let callback = self.provider_login(&authorize, user).await;
         self.redirect_from(&callback).await
     }
+}
+
+/// An access token for `user`, as an API client gets one: its own login at the provider (the API
+/// client's, not the gateway's) and code exchange.
+pub async fn api_token(provider: &DevProvider, user: &str) -> String {
+    let http = client();
+    let discovery: serde_json::Value = http
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            provider.issuer()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let mut authorize = Url::parse(discovery["authorization_endpoint"].as_str().unwrap()).unwrap();
+    authorize
+        .query_pairs_mut()
+        .append_pair("response_type", "code")
+        .append_pair("client_id", API_CLIENT_ID)
+        .append_pair("redirect_uri", API_CLIENT_REDIRECT)
+        .append_pair("scope", "openid profile email")
+        .append_pair("state", "api-client-state");
+    let callback = Browser::new()
+        .provider_login(authorize.as_str(), user)
+        .await;
+    let code = query_map(&callback)["code"].clone();
+    let response: serde_json::Value = http
+        .post(discovery["token_endpoint"].as_str().unwrap())
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", API_CLIENT_REDIRECT),
+            ("client_id", API_CLIENT_ID),
+            ("client_secret", API_CLIENT_SECRET),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    response["access_token"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no access token: {response}"))
+        .to_string()
 }
 
 pub fn location(r: &reqwest::Response, base: &str) -> String {

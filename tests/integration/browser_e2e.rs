@@ -87,6 +87,7 @@ async fn against_dev_provider(name: &str, profile: Profile, auth: DevClientAuth)
             }],
             profile,
             issue_refresh_token: false,
+            ..Default::default()
         },
     )
     .await

@@ -869,6 +869,7 @@ async fn readme_asgardeo_configuration_signs_in() {
             }],
             profile: Profile::Asgardeo,
             issue_refresh_token: false,
+            ..Default::default()
         },
     )
     .await

@@ -1,7 +1,10 @@
 //! Interoperability with a provider somebody else wrote: oidc-provider, the certified OpenID Provider for
 //! Node.js, started from tests/e2e/oidc-provider.mjs. The gateway sits in front of a recording upstream;
 //! the cookie-jar browser walks the provider's real login and consent pages for each of the four ways
-//! of client authentication, and RP-initiated logout through the provider's confirmation page.
+//! of client authentication, and RP-initiated logout through the provider's confirmation page. The
+//! access tokens it issues at those logins are then presented as API clients' bearer tokens: a JWT
+//! for a resource (RFC 8707, asked for through `extra_auth_params`) checked against its keys, and an
+//! opaque token through its introspection endpoint.
 //!
 //! Refresh tokens are observed at the provider: its `grant.success` event, printed by the script,
 //! reports whether the token response it sent carried a refresh_token. The gateway itself keeps none
@@ -26,12 +29,18 @@ pub struct InteropStack {
 
 /// oidc-provider, a recording upstream, and the gateway registered as `client`.
 pub async fn interop_stack(client: OpClient) -> InteropStack {
+    interop_stack_with(client, "", "").await
+}
+
+/// [`interop_stack`] with more `[oidc]` lines and more sections for the gateway.
+pub async fn interop_stack_with(client: OpClient, oidc_extra: &str, extra: &str) -> InteropStack {
     crate::browser::logs();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://localhost:{}", listener.local_addr().unwrap().port());
     let provider = OidcProvider::start(&base).await;
     let upstream = TestUpstream::start("app").await;
-    let toml = login_gateway_toml(&base, &upstream.url(), &provider.gateway_oidc(client), "");
+    let oidc = format!("{}\n{oidc_extra}", provider.gateway_oidc(client));
+    let toml = login_gateway_toml(&base, &upstream.url(), &oidc, extra);
     let gateway = portcullis::spawn(config(&toml), listener).unwrap();
     wait_ready(&base).await;
     InteropStack {
@@ -282,6 +291,108 @@ async fn oidc_provider_rp_initiated_logout_ends_both_sessions() {
     let authorize = b.redirect_from(&format!("{}/private", s.base)).await;
     let (_, visit) = through_provider(&b, &s, &authorize, "bob").await;
     assert_eq!(visit.login_pages, 1, "{visit:?}");
+    s.provider.node.assert_alive();
+}
+
+/// The access token oidc-provider issued at a login through the gateway, as the upstream received it
+/// (`pass_access_token`), then presented by an API client as `Authorization: Bearer`.
+async fn bearer_call(s: &InteropStack, token: &str) -> reqwest::Response {
+    client()
+        .get(format!("{}/api/orders", s.base))
+        .header("authorization", format!("Bearer {token}"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap()
+}
+
+/// The id_token the upstream last received (`pass_id_token`).
+fn seen_id_token(s: &InteropStack) -> String {
+    s.upstream
+        .seen()
+        .iter()
+        .rev()
+        .find_map(|seen| seen.headers.get("authorization"))
+        .and_then(|v| v.to_str().ok()?.strip_prefix("Bearer ").map(str::to_string))
+        .expect("an id_token was passed upstream")
+}
+
+async fn issued_access_token(s: &InteropStack, user: &str) -> String {
+    let b = Browser::new();
+    login(&b, s, "/whoami", user).await;
+    assert_eq!(b.get(&format!("{}/whoami", s.base)).await.status(), 200);
+    s.upstream.last().headers["x-forwarded-access-token"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn oidc_provider_jwt_access_token_for_a_resource_is_a_bearer_credential() {
+    // RFC 8707: the authorization request names the API (through extra_auth_params), so
+    // oidc-provider issues a JWT access token with that audience.
+    let s = interop_stack_with(
+        OpClient::Basic,
+        "scopes = [\"openid\", \"profile\", \"email\", \"api:read\"]\n\
+         extra_auth_params = { resource = \"urn:portcullis:api\" }",
+        "[headers]\n\"X-Forwarded-User\" = \"sub\"\n\"X-Forwarded-Scope\" = \"scope\"\n\
+         pass_access_token = true\npass_id_token = true\n[api]\naudiences = [\"urn:portcullis:api\"]\n",
+    )
+    .await;
+    let token = issued_access_token(&s, "alice").await;
+    assert_eq!(
+        token.split('.').count(),
+        3,
+        "a JWT: {}",
+        s.provider.node.report()
+    );
+    let before = s.upstream.seen().len();
+    let r = bearer_call(&s, &token).await;
+    assert_eq!(r.status(), 200, "{}", crate::browser::log_text());
+    assert!(r.headers().get("set-cookie").is_none());
+    let seen = s.upstream.last();
+    assert_eq!(s.upstream.seen().len(), before + 1);
+    assert_eq!(seen.headers["x-forwarded-user"], "alice");
+    assert_eq!(seen.headers["x-forwarded-scope"], "api:read");
+
+    // Another token oidc-provider signed, the id_token it issued to the gateway (passed upstream with
+    // pass_id_token), is not an access token for the API: its audience is the gateway's client id.
+    let id_token = seen_id_token(&s);
+    let r = bearer_call(&s, &id_token).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        r.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\", error_description=\"the token's audience is not accepted\""
+    );
+    assert_eq!(s.upstream.seen().len(), before + 1, "nothing more upstream");
+    s.provider.node.assert_alive();
+}
+
+#[tokio::test]
+async fn oidc_provider_opaque_access_token_is_introspected() {
+    let s = interop_stack_with(
+        OpClient::Post,
+        "userinfo_claims = true",
+        "[headers]\n\"X-Forwarded-User\" = \"sub\"\n\"X-Forwarded-Email\" = \"email\"\n\
+         \"X-Forwarded-Groups\" = \"groups\"\npass_access_token = true\n\
+         [api]\nintrospection = true\n",
+    )
+    .await;
+    let token = issued_access_token(&s, "bob").await;
+    assert_eq!(token.split('.').count(), 1, "opaque");
+    let r = bearer_call(&s, &token).await;
+    assert_eq!(r.status(), 200, "{}", crate::browser::log_text());
+    let seen = s.upstream.last();
+    assert_eq!(seen.headers["x-forwarded-user"], "bob");
+    // Introspection says who; userinfo (oidc.userinfo_claims) fills in the rest.
+    assert_eq!(seen.headers["x-forwarded-email"], "bob@example.com");
+    assert_eq!(seen.headers["x-forwarded-groups"], "staff");
+    let r = bearer_call(&s, "not-a-token-oidc-provider-knows").await;
+    assert_eq!(r.status(), 401);
+    assert!(r.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .contains("the token is not active"));
     s.provider.node.assert_alive();
 }
 

@@ -621,6 +621,7 @@ async fn provider_down_keeps_sessions_refuses_logins_and_recovers() {
             }],
             profile: Profile::Standard,
             issue_refresh_token: false,
+            ..Default::default()
         },
     )
     .await

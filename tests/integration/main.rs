@@ -1,6 +1,10 @@
 //! Integration tests: one binary of modules (link time matters on small machines). Every test talks real
 //! HTTP over loopback to real servers: the gateway (in process or the real binary) and real upstreams.
 
+mod access;
+mod assertion;
+mod authorize;
+mod bearer;
 mod browser;
 mod browser_e2e;
 mod cli;

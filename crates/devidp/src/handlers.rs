@@ -134,10 +134,24 @@ fn route(
             );
         }
         token::token(shared, headers, body)
+    } else if path == urls.introspection_path {
+        if method != Method::POST {
+            return not_allowed("POST");
+        }
+        shared.counters.introspection.fetch_add(1, Relaxed);
+        if !is_form(headers) {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Content-Type must be application/x-www-form-urlencoded",
+            );
+        }
+        token::introspect(shared, headers, body)
     } else if path == urls.userinfo_path {
         if !(get || method == Method::POST) {
             return not_allowed("GET, POST");
         }
+        shared.counters.userinfo.fetch_add(1, Relaxed);
         userinfo(shared, headers)
     } else if path == urls.end_session_path {
         if !get {
@@ -167,6 +181,9 @@ fn discovery(shared: &Shared) -> Value {
         "jwks_uri": u.jwks_uri,
         "userinfo_endpoint": u.userinfo_endpoint,
         "end_session_endpoint": u.end_session_endpoint,
+        "introspection_endpoint": u.introspection_endpoint,
+        "introspection_endpoint_auth_methods_supported":
+            ["client_secret_basic", "client_secret_post", "private_key_jwt"],
         "response_types_supported": ["code"],
         "response_modes_supported": ["query"],
         "grant_types_supported": grants,
@@ -351,8 +368,9 @@ fn check_password(username: &str, password: &str) -> Option<&'static DemoUser> {
     bool::from(user.password.as_bytes().ct_eq(password.as_bytes())).then_some(user)
 }
 
-/// The claims of a user, as userinfo returns them and the id_token carries them.
-pub(crate) fn user_claims(user: &DemoUser) -> serde_json::Map<String, Value> {
+/// The claims of a user, as userinfo returns them: the built-in ones with the configured extra
+/// claims of that user merged over them.
+pub(crate) fn user_claims(shared: &Shared, user: &DemoUser) -> serde_json::Map<String, Value> {
     let mut claims = serde_json::Map::new();
     claims.insert("sub".into(), user.sub.into());
     claims.insert("name".into(), user.name.into());
@@ -360,6 +378,28 @@ pub(crate) fn user_claims(user: &DemoUser) -> serde_json::Map<String, Value> {
     claims.insert("email".into(), user.email.into());
     claims.insert("email_verified".into(), true.into());
     claims.insert("groups".into(), user.group_names().into());
+    for (username, extra) in &shared.extra_claims {
+        if username == user.username {
+            claims.extend(extra.clone());
+        }
+    }
+    // A profile changed at the provider while it runs.
+    if let Some(overrides) = super::state::lock(&shared.claim_overrides).get(user.username) {
+        claims.extend(overrides.clone());
+    }
+    claims
+}
+
+/// The user's claims as tokens carry them (the id_token, a JWT access token, an introspection
+/// answer): without the ones configured for userinfo only.
+pub(crate) fn token_user_claims(
+    shared: &Shared,
+    user: &DemoUser,
+) -> serde_json::Map<String, Value> {
+    let mut claims = user_claims(shared, user);
+    for name in &shared.userinfo_only_claims {
+        claims.remove(name);
+    }
     claims
 }
 
@@ -392,10 +432,13 @@ fn userinfo(shared: &Shared, headers: &HeaderMap) -> Resp {
             "Bearer realm=\"dev-provider\", error=\"invalid_token\"",
         );
     };
-    json_response(
-        StatusCode::OK,
-        &Value::Object(shared.user_claims(grant.user)),
-    )
+    #[allow(unused_mut)]
+    let mut claims = user_claims(shared, grant.user);
+    #[cfg(feature = "misbehavior")]
+    if shared.misbehavior() == super::Misbehavior::UserinfoWrongSub {
+        claims.insert("sub".into(), "someone-else".into());
+    }
+    json_response(StatusCode::OK, &Value::Object(claims))
 }
 
 fn end_session(shared: &Shared, query: &str) -> Resp {

@@ -21,6 +21,15 @@
 //! `/t/demo/oidc/logout`), kids ending in `_RS256`, `x5t` in the JWS header and the extra claims
 //! `c_hash`, `amr`, `sid`, `isk`. Discovery is always at issuer + `/.well-known/openid-configuration`.
 //!
+//! Access tokens are opaque unless [`DevProviderOptions::access_token_audience`] is set, when they are
+//! RS256 JWTs in the shape of RFC 9068 (`typ: at+jwt`, `iss`, `sub`, `aud`, `client_id`, `scope`,
+//! `exp`, `iat`, `nbf`, `jti` and the user's claims). Either kind is answered at userinfo and at the
+//! introspection endpoint (RFC 7662: `/introspect`, or `/t/demo/oauth2/introspect` in the Asgardeo
+//! profile), where any registered client may ask, authenticated exactly as at the token endpoint.
+//! Which claims the id_token carries is configurable: per-user extra claims
+//! ([`DevProviderOptions::extra_claims`]) and claims served by userinfo only
+//! ([`DevProviderOptions::userinfo_only_claims`], e.g. [`ASGARDEO_USERINFO_ONLY`]).
+//!
 //! `post_logout_redirect_uri` at end_session is accepted when its origin (scheme, host, port)
 //! equals the origin of a redirect_uri registered for the client (named by `client_id` or by the
 //! `aud` of `id_token_hint`; any client when neither is given). The provider keeps no SSO session:
@@ -71,7 +80,7 @@ pub enum Profile {
 }
 
 /// How the development provider is set up.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct DevProviderOptions {
     /// Registered clients.
     pub clients: Vec<DevClient>,
@@ -79,7 +88,22 @@ pub struct DevProviderOptions {
     pub profile: Profile,
     /// Whether token responses carry a refresh_token (and the refresh grant is enabled).
     pub issue_refresh_token: bool,
+    /// When set, access tokens are signed JWTs with this `aud` (an API's identifier); otherwise they
+    /// are opaque random strings.
+    pub access_token_audience: Option<String>,
+    /// How long access tokens live; default one hour.
+    pub access_token_lifetime: Option<Duration>,
+    /// Claims left out of the id_token and of the introspection answer, served by userinfo only.
+    pub userinfo_only_claims: Vec<String>,
+    /// Extra claims of demo users by username, merged over their built-in claims (so they can also
+    /// replace `email` or `email_verified`) wherever those appear.
+    pub extra_claims: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
 }
+
+/// What WSO2 Asgardeo keeps out of the id_token of an application without requested user
+/// attributes: the email and the groups come from userinfo only (its token response carries
+/// neither).
+pub const ASGARDEO_USERINFO_ONLY: &[&str] = &["email", "email_verified", "groups"];
 
 /// A registered client.
 #[derive(Debug, Clone)]
@@ -274,6 +298,22 @@ impl DevProvider {
     #[cfg(feature = "misbehavior")]
     pub async fn post_logout_token(&self, client_id: &str, token: &str) -> std::io::Result<u16> {
         self.post_to_backchannel(client_id, token).await
+    }
+
+    /// How many introspection requests it has received.
+    pub fn introspection_requests(&self) -> u64 {
+        self.shared
+            .counters
+            .introspection
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How many userinfo requests it has received.
+    pub fn userinfo_requests(&self) -> u64 {
+        self.shared
+            .counters
+            .userinfo
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// How many discovery requests it has answered.

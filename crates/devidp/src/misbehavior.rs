@@ -63,6 +63,29 @@ pub enum Misbehavior {
     Slow(Duration),
     /// The token endpoint answers 500.
     ServerError,
+    /// The inner defect is in the JWT access token instead of the id_token (which is then sound):
+    /// `alg: none`, a wrong `aud`, an expired token and so on, for the gateway's bearer tests.
+    InAccessToken(Box<Misbehavior>),
+    /// Userinfo answers about someone else (another `sub`).
+    UserinfoWrongSub,
+}
+
+impl Misbehavior {
+    /// The defect of the id_token.
+    pub(crate) fn of_id_token(&self) -> Misbehavior {
+        match self {
+            Misbehavior::InAccessToken(_) => Misbehavior::None,
+            other => other.clone(),
+        }
+    }
+
+    /// The defect of a JWT access token.
+    pub(crate) fn of_access_token(&self) -> Misbehavior {
+        match self {
+            Misbehavior::InAccessToken(inner) => (**inner).clone(),
+            _ => Misbehavior::None,
+        }
+    }
 }
 
 /// The token endpoint's answer under a defect of the endpoint itself (not of the token).
@@ -85,7 +108,7 @@ pub(crate) fn delay(m: &Misbehavior) -> Option<Duration> {
     }
 }
 
-/// Alter the id_token's claims as the defect says.
+/// Alter a token's claims as the defect says.
 pub(crate) fn alter_claims(
     m: &Misbehavior,
     claims: &mut Map<String, Value>,
@@ -129,7 +152,7 @@ pub(crate) fn alter_claims(
     }
 }
 
-/// The id_token signed the defective way, or `None` when the defect is not in the signature.
+/// The token signed the defective way, or `None` when the defect is not in the signature.
 pub(crate) fn sign(
     m: &Misbehavior,
     header: &Header,

@@ -43,6 +43,7 @@ pub(crate) struct Urls {
     pub(crate) jwks_uri: String,
     pub(crate) userinfo_endpoint: String,
     pub(crate) end_session_endpoint: String,
+    pub(crate) introspection_endpoint: String,
     pub(crate) discovery_path: String,
     pub(crate) authorize_path: &'static str,
     pub(crate) login_path: &'static str,
@@ -50,6 +51,7 @@ pub(crate) struct Urls {
     pub(crate) jwks_path: &'static str,
     pub(crate) userinfo_path: &'static str,
     pub(crate) end_session_path: &'static str,
+    pub(crate) introspection_path: &'static str,
 }
 
 impl Urls {
@@ -69,6 +71,7 @@ impl Urls {
                 jwks_uri: format!("{origin}/jwks"),
                 userinfo_endpoint: format!("{origin}/userinfo"),
                 end_session_endpoint: format!("{origin}/end_session"),
+                introspection_endpoint: format!("{origin}/introspect"),
                 discovery_path: "/.well-known/openid-configuration".to_owned(),
                 authorize_path: "/authorize",
                 login_path: "/login",
@@ -76,6 +79,7 @@ impl Urls {
                 jwks_path: "/jwks",
                 userinfo_path: "/userinfo",
                 end_session_path: "/end_session",
+                introspection_path: "/introspect",
             },
             Profile::Asgardeo => {
                 // Like accounts.asgardeo.io (iss) versus api.asgardeo.io (endpoints): same
@@ -88,6 +92,7 @@ impl Urls {
                     jwks_uri: format!("{api}/t/demo/oauth2/jwks"),
                     userinfo_endpoint: format!("{api}/t/demo/oauth2/userinfo"),
                     end_session_endpoint: format!("{api}/t/demo/oidc/logout"),
+                    introspection_endpoint: format!("{api}/t/demo/oauth2/introspect"),
                     discovery_path: "/t/demo/oauth2/token/.well-known/openid-configuration"
                         .to_owned(),
                     authorize_path: "/t/demo/oauth2/authorize",
@@ -96,6 +101,7 @@ impl Urls {
                     jwks_path: "/t/demo/oauth2/jwks",
                     userinfo_path: "/t/demo/oauth2/userinfo",
                     end_session_path: "/t/demo/oidc/logout",
+                    introspection_path: "/t/demo/oauth2/introspect",
                 }
             }
         }
@@ -233,6 +239,8 @@ pub(crate) struct Counters {
     pub(crate) discovery: AtomicU64,
     /// Successful refresh_token grants.
     pub(crate) refresh: AtomicU64,
+    pub(crate) introspection: AtomicU64,
+    pub(crate) userinfo: AtomicU64,
 }
 
 pub(crate) struct Shared {
@@ -240,6 +248,9 @@ pub(crate) struct Shared {
     pub(crate) urls: Urls,
     pub(crate) clients: Vec<RegisteredClient>,
     pub(crate) issue_refresh_token: bool,
+    pub(crate) access_token_audience: Option<String>,
+    pub(crate) userinfo_only_claims: Vec<String>,
+    pub(crate) extra_claims: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
     pub(crate) keys: RwLock<KeySet>,
     #[cfg(feature = "misbehavior")]
     pub(crate) misbehavior: Mutex<Misbehavior>,
@@ -279,6 +290,9 @@ impl Shared {
             urls: Urls::new(addr, options.profile),
             clients,
             issue_refresh_token: options.issue_refresh_token,
+            access_token_audience: options.access_token_audience,
+            userinfo_only_claims: options.userinfo_only_claims,
+            extra_claims: options.extra_claims,
             keys: RwLock::new(KeySet::generate(options.profile)?),
             #[cfg(feature = "misbehavior")]
             misbehavior: Mutex::new(Misbehavior::None),
@@ -287,7 +301,11 @@ impl Shared {
             access_tokens: Mutex::new(Bounded::new(MAP_CAP)),
             refresh_tokens: Mutex::new(Bounded::new(MAP_CAP)),
             spent_refresh_tokens: Mutex::new(Bounded::new(MAP_CAP)),
-            access_token_ttl: AtomicU64::new(ACCESS_TOKEN_TTL),
+            access_token_ttl: AtomicU64::new(
+                options
+                    .access_token_lifetime
+                    .map_or(ACCESS_TOKEN_TTL, |d| d.as_secs()),
+            ),
             claim_overrides: Mutex::new(HashMap::new()),
             backchannel_logout_uris: Mutex::new(HashMap::new()),
             used_jtis: Mutex::new(Bounded::new(MAP_CAP)),
@@ -296,15 +314,10 @@ impl Shared {
         })
     }
 
-    /// The claims of `user` as the provider asserts them now (with any override applied).
-    pub(crate) fn user_claims(&self, user: &DemoUser) -> Map<String, Value> {
-        let mut claims = super::handlers::user_claims(user);
-        if let Some(overrides) = lock(&self.claim_overrides).get(user.username) {
-            for (k, v) in overrides {
-                claims.insert(k.clone(), v.clone());
-            }
-        }
-        claims
+    /// Lifetime of new access tokens, seconds.
+    pub(crate) fn access_token_ttl(&self) -> u64 {
+        self.access_token_ttl
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(crate) fn client(&self, client_id: &str) -> Option<&RegisteredClient> {

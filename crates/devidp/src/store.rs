@@ -48,6 +48,14 @@ impl<V> Bounded<V> {
         }
     }
 
+    /// The live entry for `key` with its expiry.
+    pub(crate) fn get_with_expiry(&self, now: u64, key: &str) -> Option<(u64, &V)> {
+        match self.map.get(key) {
+            Some((expires_at, value)) if *expires_at > now => Some((*expires_at, value)),
+            _ => None,
+        }
+    }
+
     /// Whether a live entry exists for `key`.
     pub(crate) fn contains(&mut self, now: u64, key: &str) -> bool {
         self.get_mut(now, key).is_some()

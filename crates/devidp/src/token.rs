@@ -15,7 +15,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use super::form::{self, Params};
-use super::handlers::{json_response, oauth_error, with_challenge, Resp};
+use super::handlers::{json_response, oauth_error, token_user_claims, with_challenge, Resp};
 use super::keys::{half_hash, random_token, s256};
 use super::state::{lock, ClientMethod, RegisteredClient, Shared, TokenGrant};
 use super::state::{ID_TOKEN_TTL, REFRESH_TOKEN_TTL};
@@ -244,7 +244,12 @@ fn verify_assertion(
     let mut validation = Validation::new(header.alg);
     validation.set_issuer(&[&client.client_id]);
     validation.sub = Some(client.client_id.clone());
-    validation.set_audience(&[&shared.urls.token_endpoint, &shared.urls.issuer]);
+    // The token endpoint, the issuer, or the introspection endpoint when that is where it is sent.
+    validation.set_audience(&[
+        &shared.urls.token_endpoint,
+        &shared.urls.issuer,
+        &shared.urls.introspection_endpoint,
+    ]);
     validation.set_required_spec_claims(&["exp", "iss", "sub", "aud"]);
     validation.validate_nbf = true;
     let data = jsonwebtoken::decode::<Claims>(assertion, key, &validation)
@@ -388,11 +393,12 @@ fn refresh(
 }
 
 fn issue(shared: &Shared, issuance: Issuance, now: u64) -> Result<Resp, Refusal> {
-    let access_token = random_token(32).map_err(|_| server_error())?;
+    let access_token = match &shared.access_token_audience {
+        Some(audience) => jwt_access_token(shared, &issuance.grant, audience, now)?,
+        None => random_token(32).map_err(|_| server_error())?,
+    };
     let id_token = id_token(shared, &issuance, &access_token, now)?;
-    let access_ttl = shared
-        .access_token_ttl
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let access_ttl = shared.access_token_ttl();
     let mut body = json!({
         "access_token": access_token,
         "token_type": "Bearer",
@@ -426,7 +432,7 @@ fn id_token(
 ) -> Result<String, Refusal> {
     let grant = &issuance.grant;
     let client_id = grant.client_id.as_str();
-    let mut claims = shared.user_claims(grant.user);
+    let mut claims = token_user_claims(shared, grant.user);
     claims.insert("iss".into(), shared.urls.issuer.clone().into());
     claims.insert("aud".into(), client_id.into());
     claims.insert("azp".into(), client_id.into());
@@ -449,7 +455,7 @@ fn id_token(
         claims.insert("isk".into(), s256(&format!("isk {}", grant.sid)).into());
     }
     #[cfg(feature = "misbehavior")]
-    let misbehavior = shared.misbehavior();
+    let misbehavior = shared.misbehavior().of_id_token();
     #[cfg(feature = "misbehavior")]
     super::misbehavior::alter_claims(
         &misbehavior,
@@ -474,6 +480,105 @@ fn id_token(
         tracing::error!(error = %e, "development provider: signing the id_token failed");
         server_error()
     })
+}
+
+/// A JWT access token in the shape of RFC 9068: `typ: at+jwt`, the API's `aud`, the client, the
+/// scope, the times and a `jti`, with the user's claims (as the id_token carries them).
+fn jwt_access_token(
+    shared: &Shared,
+    grant: &TokenGrant,
+    audience: &str,
+    now: u64,
+) -> Result<String, Refusal> {
+    let mut claims = token_user_claims(shared, grant.user);
+    claims.insert("iss".into(), shared.urls.issuer.clone().into());
+    claims.insert("aud".into(), audience.into());
+    claims.insert("client_id".into(), grant.client_id.clone().into());
+    claims.insert("scope".into(), grant.scope.clone().into());
+    claims.insert("iat".into(), now.into());
+    claims.insert("nbf".into(), now.into());
+    claims.insert("exp".into(), (now + shared.access_token_ttl()).into());
+    claims.insert(
+        "jti".into(),
+        random_token(16).map_err(|_| server_error())?.into(),
+    );
+    #[cfg(feature = "misbehavior")]
+    let misbehavior = shared.misbehavior().of_access_token();
+    #[cfg(feature = "misbehavior")]
+    super::misbehavior::alter_claims(
+        &misbehavior,
+        &mut claims,
+        &shared.urls.issuer,
+        audience,
+        now,
+    );
+    let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
+    let mut header = Header::new(Algorithm::RS256);
+    header.typ = Some("at+jwt".into());
+    header.kid = Some(keys.current.kid.clone());
+    let claims = Value::Object(claims);
+    #[cfg(feature = "misbehavior")]
+    if let Some(signed) = super::misbehavior::sign(&misbehavior, &header, &claims, &keys) {
+        return signed;
+    }
+    jsonwebtoken::encode(&header, &claims, &keys.current.encoding).map_err(|e| {
+        tracing::error!(error = %e, "development provider: signing the access token failed");
+        server_error()
+    })
+}
+
+/// The introspection endpoint (RFC 7662): any registered client, authenticated as at the token
+/// endpoint, may ask about an access token; a token it does not know (or no longer) is inactive.
+pub(crate) fn introspect(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp {
+    let answer = (|| {
+        let text = std::str::from_utf8(body).map_err(|_| invalid_request("body is not UTF-8"))?;
+        let params = form::parse(text).map_err(|e| invalid_request(e.to_string()))?;
+        authenticate(shared, headers, &params)?;
+        let token = params
+            .non_empty("token")
+            .ok_or_else(|| invalid_request("token is required"))?;
+        let now = shared.clock.now();
+        let tokens = lock(&shared.access_tokens);
+        let Some((exp, grant)) = tokens.get_with_expiry(now, token) else {
+            return Ok(json!({ "active": false }));
+        };
+        let iat = exp.saturating_sub(shared.access_token_ttl());
+        let aud = shared
+            .access_token_audience
+            .clone()
+            .unwrap_or_else(|| grant.client_id.clone());
+        let mut answer = serde_json::Map::new();
+        if shared.profile == Profile::Standard {
+            answer.extend(token_user_claims(shared, grant.user));
+        }
+        for (k, v) in [
+            ("active", json!(true)),
+            ("iss", json!(shared.urls.issuer)),
+            ("sub", json!(grant.user.sub)),
+            ("aud", json!(aud)),
+            ("client_id", json!(grant.client_id)),
+            ("username", json!(grant.user.username)),
+            ("scope", json!(grant.scope)),
+            ("token_type", json!("Bearer")),
+            ("iat", json!(iat)),
+            ("nbf", json!(iat)),
+            ("exp", json!(exp)),
+        ] {
+            answer.insert(k.into(), v);
+        }
+        Ok::<_, Refusal>(Value::Object(answer))
+    })();
+    match answer {
+        Ok(v) => json_response(StatusCode::OK, &v),
+        Err(r) => {
+            let response = oauth_error(r.status, r.error, &r.description);
+            if r.basic_challenge {
+                with_challenge(response, BASIC_CHALLENGE)
+            } else {
+                response
+            }
+        }
+    }
 }
 
 /// The payload of a compact JWS, not verified: only to find which client or issuer it names.

@@ -266,6 +266,7 @@ async fn hand_set_endpoints_skip_discovery_and_userinfo_works() {
         jwks_uri: u("/jwks"),
         userinfo_endpoint: u("/userinfo"),
         end_session_endpoint: None,
+        introspection_endpoint: None,
     };
     let provider = Provider::with_backoff(cfg, FAST).unwrap();
     provider.load_once().await.unwrap();

@@ -26,7 +26,6 @@ use http::{HeaderMap, HeaderValue};
 
 use super::cache::SessionCache;
 use super::{Authenticated, Session, SessionCookies, SessionError, Successor};
-use crate::identity::IdentityHeaders;
 
 pub use self::redis::RedisStore;
 pub use cookie::CookieStore;
@@ -347,7 +346,7 @@ impl<S: SessionStore> Sessions<S> {
 
     /// The session the request presents, with its identity: from the cache when these exact cookie
     /// bytes were opened before under configuration `generation`, else loaded from the store;
-    /// `identity` builds the identity headers once per session. A session unused for longer than
+    /// `open` makes what is cached of it (identity headers, access verdict) once per session. A session unused for longer than
     /// `idle` is none; a use is recorded at most once per [`Idle::interval`]. A session refreshed
     /// meanwhile is answered with its successor (and the successor's cookie).
     pub async fn authenticate(
@@ -357,7 +356,7 @@ impl<S: SessionStore> Sessions<S> {
         now: u64,
         generation: u64,
         idle: Option<Idle>,
-        identity: impl Fn(&Session) -> IdentityHeaders,
+        open: impl Fn(Session, SessionKey) -> Authenticated,
     ) -> Result<Option<Opened>, StoreError> {
         let candidates = codec.candidates(headers);
         for parts in candidates.iter() {
@@ -379,11 +378,7 @@ impl<S: SessionStore> Sessions<S> {
                     if now >= valid_until {
                         continue;
                     }
-                    let auth = Arc::new(Authenticated::new(
-                        identity(&loaded.session),
-                        loaded.session,
-                        loaded.key,
-                    ));
+                    let auth = Arc::new(open(loaded.session, loaded.key));
                     self.cache
                         .insert(parts, valid_until, generation, epoch, auth.clone());
                     auth
@@ -457,24 +452,24 @@ impl<S: SessionStore> Sessions<S> {
         self.store.reload(codec, key, now).await
     }
 
-    /// Replace `old` with `session` (refreshed): stored, and `old` answered with its successor from
-    /// now on by this replica, so whoever still presents the old cookie gets the new session and
-    /// its cookie, and the old tokens are never used again. Returns the successor.
+    /// Replace `old` with `new` (refreshed, opened under `old`'s key): stored, and `old` answered
+    /// with its successor from now on by this replica, so whoever still presents the old cookie gets
+    /// the new session and its cookie, and the old tokens are never used again. Returns the
+    /// successor.
     pub async fn supersede(
         &self,
         codec: &SessionCookies,
         old: &Authenticated,
-        session: Session,
-        identity: IdentityHeaders,
+        new: Authenticated,
         request: &HeaderMap,
         now: u64,
     ) -> Result<Arc<Successor>, StoreError> {
         let set_cookies = self
             .store
-            .update(codec, &old.key, &session, Change::Refresh, request, now)
+            .update(codec, &old.key, &new.session, Change::Refresh, request, now)
             .await?;
         let successor = Arc::new(Successor {
-            auth: Arc::new(Authenticated::new(identity, session, old.key.clone())),
+            auth: Arc::new(new),
             set_cookies,
         });
         old.supersede(successor.clone());

@@ -14,6 +14,7 @@ async fn discovery_standard() {
         ("jwks_uri", "/jwks"),
         ("userinfo_endpoint", "/userinfo"),
         ("end_session_endpoint", "/end_session"),
+        ("introspection_endpoint", "/introspect"),
     ] {
         assert_eq!(endpoint(&f, name), format!("{issuer}{path}"));
     }
@@ -62,6 +63,7 @@ async fn discovery_asgardeo() {
         ("jwks_uri", "/t/demo/oauth2/jwks"),
         ("userinfo_endpoint", "/t/demo/oauth2/userinfo"),
         ("end_session_endpoint", "/t/demo/oidc/logout"),
+        ("introspection_endpoint", "/t/demo/oauth2/introspect"),
     ] {
         assert_eq!(endpoint(&f, name), format!("{api}{path}"));
     }
@@ -323,6 +325,121 @@ async fn userinfo_and_end_session() {
 }
 
 #[tokio::test]
+async fn jwt_access_tokens_carry_the_audience_and_introspect() {
+    let f = fixture_with(DevProviderOptions {
+        access_token_audience: Some("api://orders".into()),
+        ..Default::default()
+    })
+    .await;
+    let body = flow(&f, "post").await;
+    let at = body["access_token"].as_str().unwrap_or_default().to_owned();
+    let (header, claims) = split_jwt(&at);
+    assert_eq!(header["typ"], "at+jwt");
+    assert!(verify_signature(&f, &at).await, "signed by a JWKS key");
+    assert_eq!(claims["aud"], "api://orders");
+    assert_eq!(claims["iss"], f.provider.issuer());
+    assert_eq!(claims["sub"], "3f6c1b2a-0a11-4c3e-9d7a-a11ce0000001");
+    assert_eq!(claims["client_id"], "post");
+    assert_eq!(claims["email"], "alice@example.com");
+    assert_eq!(
+        claims["exp"].as_u64(),
+        claims["iat"].as_u64().map(|i| i + 3600)
+    );
+    // The id_token's at_hash covers the JWT access token like any other.
+    let (_, id) = split_jwt(body["id_token"].as_str().unwrap_or_default());
+    assert_eq!(id["at_hash"], half_hash(&at));
+
+    // Introspection: any registered client, authenticated; tokens it does not know are inactive.
+    let (status, answer) = introspect(&f, Some("basic"), &at).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["active"], true);
+    assert_eq!(answer["sub"], claims["sub"]);
+    assert_eq!(answer["aud"], "api://orders");
+    assert_eq!(answer["client_id"], "post");
+    assert_eq!(answer["exp"], claims["exp"]);
+    assert_eq!(answer["groups"], json!(["admins", "staff"]));
+    let (status, answer) = introspect(&f, Some("jwt"), "made-up").await;
+    assert_eq!(
+        (status, answer["active"].clone()),
+        (StatusCode::OK, json!(false))
+    );
+    assert_eq!(answer.as_object().map(|o| o.len()), Some(1));
+    let (status, answer) = introspect(&f, None, &at).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{answer}");
+    assert_eq!(answer["error"], "invalid_client");
+    assert_eq!(f.provider.introspection_requests(), 3);
+}
+
+#[tokio::test]
+async fn opaque_tokens_introspect_and_expire() {
+    let f = fixture_with(DevProviderOptions {
+        access_token_lifetime: Some(Duration::from_secs(30)),
+        ..Default::default()
+    })
+    .await;
+    let body = flow(&f, "basic").await;
+    let at = body["access_token"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(at.split('.').count(), 1, "opaque");
+    assert_eq!(body["expires_in"], 30);
+    let (_, answer) = introspect(&f, Some("post"), &at).await;
+    assert_eq!(answer["active"], true);
+    assert_eq!(answer["aud"], "basic");
+    f.provider.shared().clock.advance(31);
+    let (_, answer) = introspect(&f, Some("post"), &at).await;
+    assert_eq!(answer["active"], false);
+}
+
+#[tokio::test]
+async fn claims_for_userinfo_only_and_extra_claims() {
+    let mut extra = serde_json::Map::new();
+    extra.insert("email".into(), json!("Alice@EXAMPLE.com"));
+    extra.insert("level".into(), json!(3));
+    let f = fixture_with(DevProviderOptions {
+        profile: Profile::Asgardeo,
+        userinfo_only_claims: ASGARDEO_USERINFO_ONLY
+            .iter()
+            .map(|c| c.to_string())
+            .collect(),
+        extra_claims: vec![("alice".into(), extra)],
+        ..Default::default()
+    })
+    .await;
+    let body = flow(&f, "post").await;
+    let claims = verify_id_token(&f, body["id_token"].as_str().unwrap_or_default(), "post").await;
+    for absent in ["email", "email_verified", "groups"] {
+        assert!(
+            claims.get(absent).is_none(),
+            "{absent} in the id_token: {claims}"
+        );
+    }
+    assert_eq!(claims["level"], 3);
+    let at = body["access_token"].as_str().unwrap_or_default();
+    let Ok(r) = f
+        .http
+        .get(endpoint(&f, "userinfo_endpoint"))
+        .bearer_auth(at)
+        .send()
+        .await
+    else {
+        panic!("userinfo")
+    };
+    let info: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(info["email"], "Alice@EXAMPLE.com");
+    assert_eq!(info["email_verified"], true);
+    assert_eq!(info["groups"], json!(["admins", "staff"]));
+    assert_eq!(info["level"], 3);
+    assert_eq!(f.provider.userinfo_requests(), 1);
+    // Asgardeo's introspection answer: who and what, not the user's attributes.
+    let (_, answer) = introspect(&f, Some("basic"), at).await;
+    assert_eq!(answer["active"], true);
+    assert_eq!(answer["username"], "alice");
+    assert!(
+        answer.get("email").is_none() && answer.get("level").is_none(),
+        "{answer}"
+    );
+}
+
+#[tokio::test]
 async fn many_user_gets_hundreds_of_groups() {
     let f = fixture(Profile::Standard, false).await;
     let code = login(
@@ -397,6 +514,7 @@ async fn start_refuses_bad_options() {
             clients: vec![client],
             profile: Profile::Standard,
             issue_refresh_token: false,
+            ..Default::default()
         };
         let started = DevProvider::start(listener, options).await;
         assert!(started.is_err_and(|e| e.kind() == std::io::ErrorKind::InvalidInput));
@@ -420,6 +538,7 @@ fn debug_output_hides_secrets() {
         ],
         profile: Profile::Standard,
         issue_refresh_token: false,
+        ..Default::default()
     };
     let shown = format!("{options:?}");
     assert!(!shown.contains("hunter2"), "{shown}");

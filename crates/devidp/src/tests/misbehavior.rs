@@ -3,6 +3,61 @@
 use super::*;
 
 #[tokio::test]
+async fn access_token_defects_leave_the_id_token_sound() {
+    let f = fixture_with(DevProviderOptions {
+        access_token_audience: Some("api".into()),
+        ..Default::default()
+    })
+    .await;
+    let now = jsonwebtoken::get_current_timestamp();
+    for (inner, check) in [
+        (Misbehavior::AlgNone, "alg"),
+        (Misbehavior::WrongAudience, "aud"),
+        (Misbehavior::Expired, "exp"),
+        (Misbehavior::NotYetValid, "nbf"),
+        (Misbehavior::WrongKey, "sig"),
+    ] {
+        let code = login(&f, &Auth::of("post")).await;
+        f.provider
+            .set_misbehavior(Misbehavior::InAccessToken(Box::new(inner.clone())));
+        let (status, body, _) = exchange(&f, "post", &code, Some(VERIFIER)).await;
+        f.provider.set_misbehavior(Misbehavior::None);
+        assert_eq!(status, StatusCode::OK, "{inner:?}: {body}");
+        verify_id_token(&f, body["id_token"].as_str().unwrap_or_default(), "post").await;
+        let at = body["access_token"].as_str().unwrap_or_default();
+        let (header, claims) = split_jwt(at);
+        let ok = match check {
+            "alg" => header["alg"] == "none" && !verify_signature(&f, at).await,
+            "aud" => claims["aud"] == "another-client",
+            "exp" => claims["exp"].as_u64().unwrap_or(u64::MAX) < now,
+            "nbf" => claims["nbf"].as_u64().unwrap_or(0) > now + 60,
+            _ => !verify_signature(&f, at).await,
+        };
+        assert!(ok, "{inner:?}: {header} {claims}");
+    }
+}
+
+#[tokio::test]
+async fn userinfo_about_someone_else() {
+    let f = fixture(Profile::Standard, false).await;
+    let body = flow(&f, "post").await;
+    f.provider.set_misbehavior(Misbehavior::UserinfoWrongSub);
+    let at = body["access_token"].as_str().unwrap_or_default();
+    let Ok(r) = f
+        .http
+        .get(endpoint(&f, "userinfo_endpoint"))
+        .bearer_auth(at)
+        .send()
+        .await
+    else {
+        panic!("userinfo")
+    };
+    let info: Value = r.json().await.unwrap_or(Value::Null);
+    assert_eq!(info["sub"], "someone-else");
+    assert_eq!(info["email"], "alice@example.com");
+}
+
+#[tokio::test]
 async fn each_misbehavior_produces_its_defect() {
     let f = fixture(Profile::Standard, false).await;
     let issuer = f.provider.issuer();

@@ -48,16 +48,22 @@ fn clients(public_key_pem: &str) -> Vec<DevClient> {
 }
 
 async fn fixture(profile: Profile, issue_refresh_token: bool) -> Fixture {
+    fixture_with(DevProviderOptions {
+        profile,
+        issue_refresh_token,
+        ..Default::default()
+    })
+    .await
+}
+
+/// A provider started with `options`, the test clients registered.
+async fn fixture_with(mut options: DevProviderOptions) -> Fixture {
     let (client_private_pem, public) = generate_client_keypair();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await;
     let Ok(listener) = listener else {
         panic!("bind")
     };
-    let options = DevProviderOptions {
-        clients: clients(&public),
-        profile,
-        issue_refresh_token,
-    };
+    options.clients = clients(&public);
     let provider = DevProvider::start(listener, options).await;
     let Ok(provider) = provider else {
         panic!("start: {provider:?}")
@@ -323,6 +329,29 @@ fn split_jwt(token: &str) -> (Value, Value) {
         serde_json::from_slice::<Value>(&bytes).unwrap_or(Value::Null)
     };
     (part(), part())
+}
+
+/// POST the introspection endpoint about `token`, authenticated as `client_id` (or not at all).
+async fn introspect(f: &Fixture, client_id: Option<&str>, token: &str) -> (StatusCode, Value) {
+    let (mut fields, authorization) = match client_id {
+        Some(id) => auth_fields(f, id),
+        None => (Vec::new(), None),
+    };
+    fields.push(("token".to_owned(), token.to_owned()));
+    let mut request = f
+        .http
+        .post(endpoint(f, "introspection_endpoint"))
+        .form(&fields);
+    if let Some(a) = authorization {
+        request = request.header("authorization", a);
+    }
+    let Ok(response) = request.send().await else {
+        panic!("introspection request")
+    };
+    (
+        response.status(),
+        response.json().await.unwrap_or(Value::Null),
+    )
 }
 
 /// Verifies the RS256 signature with the JWKS key of the token's kid (no claim checks).

@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
     pub header_read_timeout: Duration,
+    /// How long a connection may wait between requests.
+    pub keepalive_timeout: Duration,
+    /// Most client connections open at once; `None`: derived from the open-file limit at start-up.
+    pub max_connections: Option<usize>,
     /// Prefix of the gateway's own endpoints, `/oauth2` unless configured; never ends with `/`.
     pub prefix: String,
 }
@@ -172,6 +176,8 @@ const SERVER_KEYS: &[(&str, Known)] = &[
     ("grace_period", Known::Yes),
     ("header_read_timeout", Known::Yes),
     ("prefix", Known::Yes),
+    ("keepalive_timeout", Known::Yes),
+    ("max_connections", Known::Yes),
 ];
 const UPSTREAM_KEYS: &[(&str, Known)] = &[
     ("url", Known::Yes),
@@ -253,6 +259,17 @@ struct RawServer {
     grace_period: Option<String>,
     header_read_timeout: Option<String>,
     prefix: Option<String>,
+    keepalive_timeout: Option<String>,
+    max_connections: Option<Count>,
+}
+
+/// A count given as a TOML integer, or as a string of digits (which is what an environment variable
+/// override gives).
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum Count {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -715,8 +732,31 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
             raw.header_read_timeout.as_deref(),
             "10s",
         )?,
+        keepalive_timeout: duration(
+            "server.keepalive_timeout",
+            raw.keepalive_timeout.as_deref(),
+            "60s",
+        )?,
+        max_connections: raw
+            .max_connections
+            .map(|c| count("server.max_connections", c))
+            .transpose()?,
         prefix,
     })
+}
+
+fn count(key: &str, value: Count) -> Result<usize> {
+    let n = match value {
+        Count::Number(n) => usize::try_from(n).ok(),
+        Count::Text(t) => t.trim().parse().ok(),
+    };
+    match n {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::new(
+            key,
+            "expected a whole number greater than zero",
+        )),
+    }
 }
 
 fn validate_upstream(raw: Option<RawUpstream>) -> Result<UpstreamConfig> {
@@ -1103,6 +1143,11 @@ secret = "{SECRET}"
     fn minimal_configuration_gets_defaults() {
         let c = parse(&base()).unwrap();
         assert_eq!(c.server.prefix, "/oauth2");
+        assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.server.max_connections, None,
+            "derived from the open-file limit"
+        );
         assert_eq!(c.upstream.timeout, Duration::from_secs(30));
         assert!(c.upstream.preserve_host);
         assert_eq!(c.oidc.client_auth, ClientAuthMethod::SecretBasic);
@@ -1197,6 +1242,30 @@ secret = "{SECRET}"
         for (text, key) in cases {
             assert_eq!(err(&text).key, key, "{text}");
         }
+    }
+
+    #[test]
+    fn connection_limits_are_read_from_the_file_and_the_environment() {
+        let c = parse(&base().replace(
+            "[server]",
+            "[server]\nmax_connections = 100\nkeepalive_timeout = \"5s\"",
+        ))
+        .unwrap();
+        assert_eq!(c.server.max_connections, Some(100));
+        assert_eq!(c.server.keepalive_timeout, Duration::from_secs(5));
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PORTCULLIS_SERVER__MAX_CONNECTIONS".to_string(),
+            "250".to_string(),
+        );
+        let c = Config::from_toml_str(&base(), &env).unwrap();
+        assert_eq!(c.server.max_connections, Some(250));
+        for bad in ["0", "-1", "\"many\"", "1.5"] {
+            let text = base().replace("[server]", &format!("[server]\nmax_connections = {bad}"));
+            assert_eq!(err(&text).key, "server.max_connections", "{bad}");
+        }
+        let text = base().replace("[server]", "[server]\nkeepalive_timeout = \"0s\"");
+        assert_eq!(err(&text).key, "server.keepalive_timeout");
     }
 
     #[test]

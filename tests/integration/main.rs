@@ -5,6 +5,7 @@ mod browser;
 mod browser_e2e;
 mod cli;
 mod demo;
+mod hardening;
 mod interop;
 mod lifecycle;
 mod login;

@@ -1,0 +1,379 @@
+//! Regression tests for the defects an attack run found, each through the real server: connections
+//! that never send a byte, the connection cap and accept errors.
+
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Empty;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+use crate::support::*;
+
+const PUBLIC: &str = "[[routes]]\npath = \"^/\"\npolicy = \"public\"\n";
+
+/// Gateway text in front of `upstream` with extra `[server]` keys and `extra` sections.
+fn with_server_keys(upstream: &str, server_keys: &str, extra: &str) -> String {
+    gateway_toml(upstream, extra).replace(
+        "grace_period = \"5s\"",
+        &format!("grace_period = \"5s\"\n{server_keys}"),
+    )
+}
+
+/// Raise this process's soft limit on open files to at least `want` (at most the hard limit).
+fn raise_fd_limit(want: u64) -> u64 {
+    let (soft, hard) = rlimit::Resource::NOFILE.get().unwrap();
+    if soft < want {
+        let new = want.min(hard);
+        rlimit::Resource::NOFILE.set(new, hard).unwrap();
+        new
+    } else {
+        soft
+    }
+}
+
+/// One response read off a kept-alive HTTP/1.1 connection: status line, headers, body (by
+/// Content-Length or chunked). `None` when the server closed the connection before a head.
+async fn read_response<R: tokio::io::AsyncBufRead + Unpin>(
+    reader: &mut R,
+) -> Option<(String, Vec<(String, String)>, Vec<u8>)> {
+    let mut status = String::new();
+    if reader.read_line(&mut status).await.ok()? == 0 {
+        return None;
+    }
+    let mut headers = Vec::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).await.ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        let (k, v) = line.split_once(':')?;
+        headers.push((k.trim().to_ascii_lowercase(), v.trim().to_string()));
+    }
+    let header = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let mut body = Vec::new();
+    if let Some(len) = header("content-length") {
+        body.resize(len.parse().ok()?, 0);
+        reader.read_exact(&mut body).await.ok()?;
+    } else if header("transfer-encoding").is_some_and(|te| te.contains("chunked")) {
+        loop {
+            let mut size = String::new();
+            reader.read_line(&mut size).await.ok()?;
+            let size = usize::from_str_radix(size.trim_end(), 16).ok()?;
+            let mut chunk = vec![0; size + 2];
+            reader.read_exact(&mut chunk).await.ok()?;
+            if size == 0 {
+                break;
+            }
+            body.extend_from_slice(&chunk[..size]);
+        }
+    }
+    Some((status.trim_end().to_string(), headers, body))
+}
+
+/// Whether the server closes `stream` (EOF or reset) within `limit`; the time it took.
+async fn closed_within(stream: &mut TcpStream, limit: Duration) -> Option<Duration> {
+    let start = Instant::now();
+    let mut buf = [0u8; 256];
+    loop {
+        match tokio::time::timeout_at((start + limit).into(), stream.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0) | Err(_)) => return Some(start.elapsed()),
+            Ok(Ok(_)) => {}
+        }
+    }
+}
+
+// --- High: connections bounded in time and in number ------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_connections_are_closed_in_time_while_requests_are_answered() {
+    const SILENT: usize = 2000;
+    let limit = raise_fd_limit(3 * SILENT as u64 + 500);
+    assert!(
+        limit >= 2 * SILENT as u64 + 200,
+        "this test needs {} open files, the hard limit allows {limit}",
+        2 * SILENT + 200
+    );
+    let up = TestUpstream::start("a").await;
+    let timeout = Duration::from_secs(2);
+    let gw = gateway(&with_server_keys(
+        &up.url(),
+        "header_read_timeout = \"2s\"\nmax_connections = 2500",
+        PUBLIC,
+    ))
+    .await;
+    let addr = gw.addr();
+
+    let mut silent = tokio::task::JoinSet::new();
+    for _ in 0..SILENT {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        silent.spawn(async move { closed_within(&mut stream, 5 * timeout).await });
+    }
+    // Real requests are answered while the silent connections are open, on new connections.
+    let c = client();
+    for i in 0..20 {
+        let r = c
+            .get(format!("http://{addr}/real/{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let mut slowest = Duration::ZERO;
+    let mut open = 0;
+    while let Some(result) = silent.join_next().await {
+        match result.unwrap() {
+            Some(took) => slowest = slowest.max(took),
+            None => open += 1,
+        }
+    }
+    assert_eq!(
+        open, 0,
+        "{open} silent connections still open after 5x the timeout"
+    );
+    assert!(
+        slowest <= 3 * timeout,
+        "the slowest silent connection was closed after {slowest:?}"
+    );
+    // And the gateway still answers afterwards.
+    assert_eq!(status_of(c.get(format!("http://{addr}/after"))).await, 200);
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_get_the_keepalive_timeout_and_heads_the_header_timeout() {
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&with_server_keys(
+        &up.url(),
+        "header_read_timeout = \"1s\"\nkeepalive_timeout = \"3s\"",
+        PUBLIC,
+    ))
+    .await;
+    let addr = gw.addr();
+
+    // HTTP/1.1: idle longer than the header timeout between requests is fine...
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut conn = BufReader::new(stream);
+    let get = b"GET /ka HTTP/1.1\r\nHost: localhost\r\n\r\n";
+    conn.get_mut().write_all(get).await.unwrap();
+    assert!(read_response(&mut conn).await.unwrap().0.contains(" 200 "));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    conn.get_mut().write_all(get).await.unwrap();
+    let second = read_response(&mut conn).await;
+    assert!(
+        second.is_some_and(|r| r.0.contains(" 200 ")),
+        "a connection idle for less than keepalive_timeout is kept"
+    );
+    // ...and the idle connection is closed after the keep-alive timeout.
+    let took = closed_within(conn.get_mut(), Duration::from_secs(15)).await;
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(9)),
+        "idle connection closed after {took:?}"
+    );
+
+    // A head started on a kept-alive connection must be finished within the header timeout.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let mut conn = BufReader::new(stream);
+    conn.get_mut().write_all(get).await.unwrap();
+    assert!(read_response(&mut conn).await.unwrap().0.contains(" 200 "));
+    conn.get_mut()
+        .write_all(b"GET /slow HTTP/1.1\r\n")
+        .await
+        .unwrap();
+    let took = closed_within(conn.get_mut(), Duration::from_secs(15)).await;
+    assert!(
+        took.is_some_and(|t| t <= Duration::from_secs(3)),
+        "half a head was kept for {took:?}"
+    );
+
+    // HTTP/2: a connection without open streams is closed after the keep-alive timeout.
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let driver = tokio::spawn(conn);
+    let req = http::Request::builder()
+        .uri(format!("http://{addr}/h2"))
+        .body(Empty::new())
+        .unwrap();
+    let r = send.send_request(req).await.unwrap();
+    assert_eq!(r.status(), 200);
+    drop(r);
+    let ended = tokio::time::timeout(Duration::from_secs(15), driver).await;
+    assert!(ended.is_ok(), "the idle HTTP/2 connection was not closed");
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_connection_cap_refuses_new_connections_and_keeps_established_ones() {
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&with_server_keys(
+        &up.url(),
+        "header_read_timeout = \"60s\"\nmax_connections = 10",
+        PUBLIC,
+    ))
+    .await;
+    let addr = gw.addr();
+    let get = b"GET /kept HTTP/1.1\r\nHost: localhost\r\n\r\n";
+
+    // One kept-alive connection with a request answered, then nine silent ones: the cap is full.
+    let mut kept = BufReader::new(TcpStream::connect(addr).await.unwrap());
+    kept.get_mut().write_all(get).await.unwrap();
+    assert!(read_response(&mut kept).await.unwrap().0.contains(" 200 "));
+    let mut silent = Vec::new();
+    for _ in 0..9 {
+        silent.push(TcpStream::connect(addr).await.unwrap());
+    }
+    // Beyond the cap, a new connection is closed at once, unanswered.
+    for _ in 0..5 {
+        let mut extra = TcpStream::connect(addr).await.unwrap();
+        let _ = extra.write_all(get).await;
+        let mut buf = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(10), extra.read_to_end(&mut buf)).await;
+        assert!(read.is_ok(), "a connection beyond the cap was kept open");
+        assert!(buf.is_empty(), "answered beyond the cap: {buf:?}");
+    }
+    // The established connection is unharmed.
+    kept.get_mut().write_all(get).await.unwrap();
+    assert!(read_response(&mut kept).await.unwrap().0.contains(" 200 "));
+    // Once connections close, new ones are served again.
+    silent.truncate(4);
+    let mut served = false;
+    for _ in 0..200 {
+        if let Ok(r) = client().get(format!("http://{addr}/again")).send().await {
+            served = r.status() == 200;
+            if served {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(served, "no new connection served after others closed");
+    drop(silent);
+    gw.shutdown().await;
+}
+
+/// Run the real binary with at most `nofile` open files, its log captured.
+struct LimitedGateway {
+    child: std::process::Child,
+    addr: SocketAddr,
+    log: Arc<Mutex<String>>,
+    _dir: tempfile::TempDir,
+}
+
+impl LimitedGateway {
+    fn start(text: &str, nofile: u32) -> LimitedGateway {
+        let port = free_port();
+        let text = text.replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        std::fs::write(&path, text).unwrap();
+        let mut child = Command::new("prlimit")
+            .arg(format!("--nofile={nofile}:{nofile}"))
+            .arg("--")
+            .arg(env!("CARGO_BIN_EXE_portcullis"))
+            .arg("--config")
+            .arg(&path)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("prlimit (util-linux) runs the gateway with a low open-file limit");
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                eprintln!("gateway: {line}");
+                sink.lock().unwrap().push_str(&line);
+                sink.lock().unwrap().push('\n');
+            }
+        });
+        LimitedGateway {
+            child,
+            addr: format!("127.0.0.1:{port}").parse().unwrap(),
+            log,
+            _dir: dir,
+        }
+    }
+
+    fn lines_containing(&self, needle: &str) -> usize {
+        self.log
+            .lock()
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(needle))
+            .count()
+    }
+}
+
+impl Drop for LimitedGateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn healthy(addr: SocketAddr, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    while Instant::now() < deadline {
+        if let Ok(r) = c.get(format!("http://{addr}/healthz")).send().await {
+            if r.status() == 200 {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn accept_errors_back_off_and_are_logged_rarely() {
+    let up = TestUpstream::start("a").await;
+    // A cap set above what 64 open files allow, so accepting runs out of descriptors (EMFILE).
+    let text = with_server_keys(
+        &up.url(),
+        "header_read_timeout = \"2s\"\nmax_connections = 1000",
+        PUBLIC,
+    );
+    let gw = LimitedGateway::start(&text, 64);
+    assert!(
+        healthy(gw.addr, Duration::from_secs(20)).await,
+        "the gateway did not start"
+    );
+
+    let mut silent = Vec::new();
+    for _ in 0..120 {
+        silent.push(TcpStream::connect(gw.addr).await.unwrap());
+    }
+    // Descriptors run out for a while; the silent connections time out, and the gateway recovers
+    // without spinning or flooding its log.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        healthy(gw.addr, Duration::from_secs(20)).await,
+        "requests are answered again once silent connections are closed"
+    );
+    let failures = gw.lines_containing("accept failed");
+    assert!(
+        (1..=3).contains(&failures),
+        "{failures} accept error lines:\n{}",
+        gw.log.lock().unwrap()
+    );
+    drop(silent);
+}

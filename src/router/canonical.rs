@@ -7,8 +7,10 @@
 //!   with upper-case hex, because decoding a reserved character would change the path's meaning;
 //! - dot-segments are resolved (section 5.2.4) and runs of `/` folded into one;
 //! - anything whose meaning is ambiguous is refused rather than guessed at: an encoded `/` or `\`, a raw
-//!   `\`, a NUL or other control character, an invalid escape, a dot-segment carrying parameters (`..;`,
-//!   which servlet containers read as `..`), a path that is not origin-form.
+//!   `\`, a NUL or other control character, an invalid escape, a path that is not origin-form, and a
+//!   segment with parameters whose name is `.` or `..` (`/..;/`, which servlet containers read as `..`)
+//!   or empty (`/;x/admin`, which Tomcat, Jetty and Spring read as `/admin`). A parameter delimiter
+//!   written `%3B` counts as `;` here, since some containers decode it before cutting parameters.
 //!
 //! The query is never part of the canonical path: rules match the path only.
 
@@ -29,6 +31,8 @@ pub enum PathError {
     InvalidEscape,
     #[error("a dot-segment with parameters (\"..;\") is ambiguous")]
     DotSegmentParameters,
+    #[error("a segment with parameters but no name (\"/;x/\") is ambiguous")]
+    EmptySegmentParameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -66,6 +70,19 @@ fn is_canonical(path: &[u8]) -> bool {
         prev = b;
     }
     true
+}
+
+/// The part of a segment before its parameters, when it has any: up to the first `;`, or `%3B` (escapes
+/// are upper-case by now).
+fn name_before_parameters(segment: &str) -> Option<&str> {
+    let raw = segment.find(';');
+    let encoded = segment.find("%3B");
+    let cut = match (raw, encoded) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return None,
+    };
+    Some(&segment[..cut])
 }
 
 /// The canonical form of an origin-form request path.
@@ -121,9 +138,12 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut segments: Vec<&str> = Vec::new();
     let mut last_was_dot = false;
     for seg in decoded.split('/') {
-        let name = seg.split(';').next().unwrap_or(seg);
-        if seg.contains(';') && (name == "." || name == "..") {
-            return Err(PathError::DotSegmentParameters);
+        if let Some(name) = name_before_parameters(seg) {
+            match name {
+                "" => return Err(PathError::EmptySegmentParameters),
+                "." | ".." => return Err(PathError::DotSegmentParameters),
+                _ => {}
+            }
         }
         last_was_dot = false;
         match seg {
@@ -190,6 +210,19 @@ mod tests {
         assert_eq!(c("/a%4"), Err(PathError::InvalidEscape));
         assert_eq!(c("/public/..;/admin"), Err(PathError::DotSegmentParameters));
         assert_eq!(c("/public/.;x/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(c("/..%3B/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(c("/.%3bx/admin"), Err(PathError::DotSegmentParameters));
+        for p in [
+            "/;x/admin",
+            "/;/admin",
+            "/;",
+            "/a/;",
+            "/a//;x/b",
+            "/%3Bx/admin",
+            "/%3b/admin",
+        ] {
+            assert_eq!(c(p), Err(PathError::EmptySegmentParameters), "{p}");
+        }
         assert_eq!(c("*"), Err(PathError::NotAbsolute));
         assert_eq!(c(""), Err(PathError::NotAbsolute));
     }
@@ -200,6 +233,9 @@ mod tests {
         assert_eq!(c("/a%25b").unwrap(), "/a%25b");
         assert_eq!(c("/caf%c3%a9").unwrap(), "/caf%C3%A9");
         assert_eq!(c("/a;b=c/d").unwrap(), "/a;b=c/d");
+        assert_eq!(c("/a;jsessionid=1").unwrap(), "/a;jsessionid=1");
+        assert_eq!(c("/a%3bb").unwrap(), "/a%3Bb");
+        assert_eq!(c("/...;x/a").unwrap(), "/...;x/a");
     }
 
     proptest! {

@@ -1,5 +1,6 @@
 //! Regression tests for the defects an attack run found, each through the real server: connections
-//! that never send a byte, the connection cap and accept errors.
+//! that never send a byte, the connection cap and accept errors, path segments whose name before `;`
+//! is empty.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
+use portcullis::session::{Claims, CookieSettings, Session, SessionCookies};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 
@@ -34,6 +36,35 @@ fn raise_fd_limit(want: u64) -> u64 {
     } else {
         soft
     }
+}
+
+/// A `Cookie` header value holding a valid session for `sub`, sealed with the test secret.
+fn session_cookie(sub: &str) -> String {
+    let codec = SessionCookies::new(
+        CookieSettings {
+            name: "_portcullis".into(),
+            secure: false,
+            max_age: Duration::from_secs(3600),
+            domain: None,
+        },
+        SECRET.as_bytes(),
+        &[],
+    )
+    .unwrap();
+    let claims = serde_json::json!({ "sub": sub });
+    let now = portcullis::login::unix_now();
+    let session = Session {
+        claims: Claims::new(claims.as_object().unwrap()).unwrap(),
+        id_token: None,
+        access_token: None,
+        refresh_token: None,
+        created_at: now,
+        expires_at: now + 3600,
+    };
+    let set = codec.write(&session, &http::HeaderMap::new(), now).unwrap();
+    assert_eq!(set.len(), 1, "a small session is one cookie");
+    let text = set[0].to_str().unwrap();
+    text.split(';').next().unwrap().to_string()
 }
 
 /// One response read off a kept-alive HTTP/1.1 connection: status line, headers, body (by
@@ -376,4 +407,44 @@ async fn accept_errors_back_off_and_are_logged_rarely() {
         gw.log.lock().unwrap()
     );
     drop(silent);
+}
+
+// --- Medium: path segments whose name before `;` is empty, `.` or `..` ----------------------------
+
+#[tokio::test]
+async fn segments_with_an_empty_name_before_parameters_are_refused() {
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&gateway_toml(
+        &up.url(),
+        "[[routes]]\npath = \"^/admin\"\npolicy = \"deny\"\n",
+    ))
+    .await;
+    let cookie = session_cookie("alice");
+    let get = |path: &str| {
+        format!(
+            "GET {path} HTTP/1.1\r\nHost: localhost\r\nAccept: application/json\r\n\
+             Cookie: {cookie}\r\nConnection: close\r\n\r\n"
+        )
+    };
+    // The session is valid: an ordinary path reaches the upstream.
+    assert_eq!(raw(gw.addr(), &get("/reports")).await.0, 200);
+    assert_eq!(up.seen().len(), 1);
+    for path in [
+        "/;x/admin",
+        "/;/admin",
+        "/;",
+        "/a/;x/../admin",
+        "/%3Bx/admin",
+        "/%3b/admin",
+        "/..%3B/admin",
+        "/.%3Bx/admin",
+    ] {
+        let status = raw(gw.addr(), &get(path)).await.0;
+        assert_eq!(status, 400, "{path}");
+    }
+    assert_eq!(up.seen().len(), 1, "reached the upstream: {:?}", up.seen());
+    // Parameters on a named segment are ordinary (`jsessionid`), and kept.
+    assert_eq!(raw(gw.addr(), &get("/reports;v=1/x")).await.0, 200);
+    assert_eq!(up.last().uri, "/reports;v=1/x");
+    gw.shutdown().await;
 }

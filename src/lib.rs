@@ -265,6 +265,7 @@ async fn dispatch(
             "CONNECT refused",
         ));
     }
+    router::host::check(&mut req, conn.peer)?;
     // A clone of the URI shares its bytes, so the canonical path can borrow from it (no copy in the
     // common case of a path that is already canonical) while the request itself is modified and moved.
     let uri = req.uri().clone();

@@ -3,9 +3,11 @@
 //! Order of precedence: the fixed health paths, then the gateway's own endpoints under the prefix
 //! (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins), then the default policy
 //! (login required). Nothing here looks at a header or the query, so no client-controlled input other than
-//! the path and method chooses the policy.
+//! the path and method chooses the policy. Before any of it, `host` refuses a request whose host is
+//! missing, repeated, malformed or contradictory.
 
 pub mod canonical;
+pub mod host;
 
 use http::Method;
 use regex::RegexSet;

@@ -1,6 +1,6 @@
 //! Regression tests for the defects an attack run found, each through the real server: connections
 //! that never send a byte, the connection cap and accept errors, path segments whose name before `;`
-//! is empty.
+//! is empty, Host fields.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -446,5 +446,97 @@ async fn segments_with_an_empty_name_before_parameters_are_refused() {
     // Parameters on a named segment are ordinary (`jsessionid`), and kept.
     assert_eq!(raw(gw.addr(), &get("/reports;v=1/x")).await.0, 200);
     assert_eq!(up.last().uri, "/reports;v=1/x");
+    gw.shutdown().await;
+}
+
+// --- Low: Host fields ---------------------------------------------------------------------------
+
+#[tokio::test]
+async fn host_fields_must_be_one_and_valid() {
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&gateway_toml(&up.url(), PUBLIC)).await;
+    let refused = [
+        "GET /two HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+        "GET /none HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /bad HTTP/1.1\r\nHost: evil.example/x?y@z <script>\r\nConnection: close\r\n\r\n",
+        "GET /user HTTP/1.1\r\nHost: user@a.example\r\nConnection: close\r\n\r\n",
+        "GET /empty HTTP/1.1\r\nHost: \r\nConnection: close\r\n\r\n",
+        "GET /port HTTP/1.1\r\nHost: a.example:80x\r\nConnection: close\r\n\r\n",
+        "GET /v6 HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n",
+    ];
+    for request in refused {
+        let status = raw(gw.addr(), request).await.0;
+        assert_eq!(status, 400, "{request:?}");
+    }
+    assert!(
+        up.seen().is_empty(),
+        "reached the upstream: {:?}",
+        up.seen()
+    );
+
+    let accepted = [
+        ("GET /ok HTTP/1.1\r\nHost: app.example:8443\r\nConnection: close\r\n\r\n", "app.example:8443"),
+        ("GET /v6 HTTP/1.1\r\nHost: [::1]:4180\r\nConnection: close\r\n\r\n", "[::1]:4180"),
+        // HTTP/1.0 needs no Host.
+        ("GET /old HTTP/1.0\r\n\r\n", ""),
+        // Absolute form: the target's authority wins over Host (RFC 9112 section 3.2.2).
+        ("GET http://target.example/abs HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n", "target.example"),
+    ];
+    for (request, host) in accepted {
+        let status = raw(gw.addr(), request).await.0;
+        assert_eq!(status, 200, "{request:?}");
+        let seen = up.last();
+        assert_eq!(
+            seen.headers
+                .get("x-forwarded-host")
+                .map(|h| h.to_str().unwrap())
+                .unwrap_or(""),
+            host,
+            "{request:?}"
+        );
+    }
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_http2_host_that_differs_from_the_authority_is_refused() {
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&gateway_toml(&up.url(), PUBLIC)).await;
+    let stream = TcpStream::connect(gw.addr()).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake::<_, _, Empty<Bytes>>(
+        TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let request = |host: Option<&str>| {
+        let mut b = http::Request::builder().uri("http://good.example/h2");
+        if let Some(h) = host {
+            b = b.header("host", h);
+        }
+        b.body(Empty::<Bytes>::new()).unwrap()
+    };
+    let r = send
+        .send_request(request(Some("evil.example")))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(
+        up.seen().is_empty(),
+        "reached the upstream: {:?}",
+        up.seen()
+    );
+
+    for host in [None, Some("good.example"), Some("GOOD.example")] {
+        let r = send.send_request(request(host)).await.unwrap();
+        assert_eq!(r.status(), 200, "{host:?}");
+        let seen = up.last();
+        assert_eq!(seen.headers["x-forwarded-host"], "good.example");
+        assert!(seen.headers["host"]
+            .to_str()
+            .unwrap()
+            .eq_ignore_ascii_case("good.example"));
+    }
     gw.shutdown().await;
 }

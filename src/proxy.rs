@@ -13,6 +13,8 @@
 //! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -353,17 +355,16 @@ impl Proxy {
         // `upstream.timeout` counts from the end of the request body, so a long upload is not cut off
         // while the upstream is still receiving it.
         // A request without a body (most) is sent in full at once: no need to be told.
-        let (sent_tx, sent_rx) = if http_body::Body::is_end_stream(req.body()) {
-            (None, None)
+        let progress = if http_body::Body::is_end_stream(req.body()) {
+            None
         } else {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            (Some(tx), Some(rx))
+            Some(Arc::new(BodyProgress::default()))
         };
-        let req = req.map(|body| UpstreamBody::new(body, sent_tx));
+        let req = req.map(|body| UpstreamBody::new(body, progress.clone()));
         let exchange = upstream.pool.send(req, self.connect_timeout);
         let deadline = async {
-            if let Some(sent_rx) = sent_rx {
-                let _ = sent_rx.await;
+            if let Some(progress) = &progress {
+                progress.done.notified().await;
             }
             tokio::time::sleep(self.timeout).await;
         };
@@ -373,6 +374,22 @@ impl Proxy {
         };
         let mut response = match outcome {
             Ok(Ok(response)) => response,
+            // The client's body broke off or was malformed (a bad chunk size, an oversized chunk
+            // extension): the client's fault, not the upstream's. The upstream connection is dropped.
+            Ok(Err(pool::Error::Http(e)))
+                if progress
+                    .as_ref()
+                    .is_some_and(|p| p.failed.load(Ordering::SeqCst)) =>
+            {
+                return Err(GatewayError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "the request body from {} could not be read: {}",
+                        conn.peer,
+                        error_chain(&e)
+                    ),
+                ));
+            }
             Ok(Err(e)) => {
                 let (what, chain) = match &e {
                     pool::Error::Connect(e) => ("connecting to", error_chain(e)),
@@ -417,15 +434,23 @@ impl Proxy {
     }
 }
 
+/// How far a request body has gone upstream: told once it has been sent in full or abandoned, and
+/// whether reading it from the client failed.
+#[derive(Default)]
+struct BodyProgress {
+    done: tokio::sync::Notify,
+    failed: AtomicBool,
+}
+
 /// The request body on its way upstream; reports when it has been sent in full (or abandoned).
 pub struct UpstreamBody {
     inner: Incoming,
-    sent: Option<tokio::sync::oneshot::Sender<()>>,
+    progress: Option<Arc<BodyProgress>>,
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, sent: Option<tokio::sync::oneshot::Sender<()>>) -> UpstreamBody {
-        let mut body = UpstreamBody { inner, sent };
+    fn new(inner: Incoming, progress: Option<Arc<BodyProgress>>) -> UpstreamBody {
+        let mut body = UpstreamBody { inner, progress };
         if http_body::Body::is_end_stream(&body.inner) {
             body.finish();
         }
@@ -433,8 +458,9 @@ impl UpstreamBody {
     }
 
     fn finish(&mut self) {
-        if let Some(tx) = self.sent.take() {
-            let _ = tx.send(());
+        if let Some(progress) = self.progress.take() {
+            // A permit is kept for a waiter that comes later.
+            progress.done.notify_one();
         }
     }
 }
@@ -449,8 +475,15 @@ impl http_body::Body for UpstreamBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
-            this.finish();
+        match &polled {
+            std::task::Poll::Ready(Some(Err(_))) => {
+                if let Some(progress) = &this.progress {
+                    progress.failed.store(true, Ordering::SeqCst);
+                }
+                this.finish();
+            }
+            std::task::Poll::Ready(None) => this.finish(),
+            _ => {}
         }
         polled
     }

@@ -1,6 +1,6 @@
 //! Regression tests for the defects an attack run found, each through the real server: connections
 //! that never send a byte, the connection cap and accept errors, path segments whose name before `;`
-//! is empty, Host fields.
+//! is empty, Host fields, malformed request bodies.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -538,5 +538,40 @@ async fn an_http2_host_that_differs_from_the_authority_is_refused() {
             .unwrap()
             .eq_ignore_ascii_case("good.example"));
     }
+    gw.shutdown().await;
+}
+
+// --- Low: a malformed request body is the client's fault ---------------------------------------
+
+#[tokio::test]
+async fn malformed_request_bodies_get_400_not_502() {
+    let up = TestUpstream::start("a").await;
+    let gw = gateway(&gateway_toml(&up.url(), PUBLIC)).await;
+    let head = "POST /count HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\
+                Accept: application/json\r\n\r\n";
+    let extension = "a".repeat(64 * 1024);
+    for body in [
+        "ffffffffffffffff1\r\nx\r\n0\r\n\r\n".to_string(),
+        format!("5;{extension}\r\nhello\r\n0\r\n\r\n"),
+        "zz\r\nhello\r\n0\r\n\r\n".to_string(),
+    ] {
+        let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+        stream.write_all(head.as_bytes()).await.unwrap();
+        let _ = stream.write_all(body.as_bytes()).await;
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut buf)).await;
+        let (status, _, text) = parse_response(&buf);
+        assert_eq!(status, 400, "{}", String::from_utf8_lossy(&text));
+        assert!(String::from_utf8_lossy(&text).contains("bad_request"));
+    }
+    // The gateway and the upstream still serve well-formed requests.
+    let r = client()
+        .post(format!("http://{}/count", gw.addr()))
+        .body("12345")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "5");
     gw.shutdown().await;
 }

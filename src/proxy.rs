@@ -411,6 +411,10 @@ impl Proxy {
             }
         };
 
+        // The client's connection keeps its own version and keep-alive whatever the upstream speaks:
+        // hyper writes a response's version in its status line, and closes after an HTTP/1.0 one.
+        // (hyper answers an HTTP/1.0 client in HTTP/1.0 itself, and HTTP/2 ignores the field.)
+        *response.version_mut() = Version::HTTP_11;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let response_upgrade = remove_hop_by_hop(response.headers_mut());
         if switching {

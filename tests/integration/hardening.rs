@@ -1,6 +1,6 @@
 //! Regression tests for the defects an attack run found, each through the real server: connections
 //! that never send a byte, the connection cap and accept errors, path segments whose name before `;`
-//! is empty, Host fields, malformed request bodies.
+//! is empty, Host fields, malformed request bodies, HTTP/1.0 upstreams.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -12,7 +12,7 @@ use http_body_util::Empty;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use portcullis::session::{Claims, CookieSettings, Session, SessionCookies};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::*;
 
@@ -573,5 +573,81 @@ async fn malformed_request_bodies_get_400_not_502() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(r.text().await.unwrap(), "5");
+    gw.shutdown().await;
+}
+
+// --- Low: an HTTP/1.0 upstream does not downgrade the client's connection ------------------------
+
+/// An upstream that speaks HTTP/1.0 only: one response per connection, then close. `/length`
+/// answers with a Content-Length, anything else with a body delimited by the close.
+async fn http10_upstream() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut reader = BufReader::new(stream);
+                let mut first = String::new();
+                let _ = reader.read_line(&mut first).await;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).await.unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                }
+                let response = if first.starts_with("GET /length") {
+                    "HTTP/1.0 200 OK\r\nContent-Length: 6\r\n\r\nlength"
+                } else {
+                    "HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil close"
+                };
+                let mut stream = reader.into_inner();
+                let _ = stream.write_all(response.as_bytes()).await;
+                let _ = stream.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_http10_upstream_keeps_the_clients_version_and_keep_alive() {
+    let upstream = http10_upstream().await;
+    let gw = gateway(&gateway_toml(&format!("http://{upstream}"), PUBLIC)).await;
+    let mut conn = BufReader::new(TcpStream::connect(gw.addr()).await.unwrap());
+    for (path, body) in [
+        ("/length", "length"),
+        ("/close", "until close"),
+        ("/length", "length"),
+    ] {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        conn.get_mut().write_all(request.as_bytes()).await.unwrap();
+        let (status, headers, got) = read_response(&mut conn)
+            .await
+            .unwrap_or_else(|| panic!("{path}: the connection was closed"));
+        assert_eq!(status, "HTTP/1.1 200 OK", "{path}");
+        assert_eq!(String::from_utf8_lossy(&got), body, "{path}");
+        assert!(
+            !headers
+                .iter()
+                .any(|(k, v)| k == "connection" && v.eq_ignore_ascii_case("close")),
+            "{path}: {headers:?}"
+        );
+    }
+    // An HTTP/1.0 client is still answered in HTTP/1.0.
+    let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+    stream
+        .write_all(b"GET /length HTTP/1.0\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    assert!(
+        buf.starts_with(b"HTTP/1.0 200 "),
+        "{}",
+        String::from_utf8_lossy(&buf)
+    );
     gw.shutdown().await;
 }

@@ -227,6 +227,7 @@ const ROUTE_KEYS: &[(&str, Known)] = &[
     ("methods", Known::Yes),
     ("policy", Known::Yes),
     ("upstream", Known::Yes),
+    ("case_insensitive", Known::Yes),
     ("allowed_groups", Known::Future),
 ];
 const LOG_KEYS: &[(&str, Known)] = &[("format", Known::Yes), ("level", Known::Yes)];
@@ -319,6 +320,7 @@ struct RawRoute {
     methods: Option<Vec<String>>,
     policy: Option<String>,
     upstream: Option<String>,
+    case_insensitive: Option<bool>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1032,7 +1034,13 @@ fn validate_headers(raw: Option<toml::Table>) -> Result<HeadersConfig> {
 fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
     let key = |k: &str| format!("routes[{i}].{k}");
     let path_text = required(&key("path"), raw.path.as_ref())?;
-    let path = Regex::new(path_text).map_err(|e| {
+    // The flag travels inside the pattern, so every matcher built from `path.as_str()` keeps it.
+    let path_text = if raw.case_insensitive.unwrap_or(false) {
+        format!("(?i){path_text}")
+    } else {
+        path_text.to_string()
+    };
+    let path = Regex::new(&path_text).map_err(|e| {
         ConfigError::new(
             key("path"),
             format!("invalid regular expression: {}", one_line(&e.to_string())),
@@ -1368,5 +1376,25 @@ secret = "{SECRET}"
         assert_eq!(r.methods.as_deref(), Some(&[Method::GET, Method::HEAD][..]));
         assert_eq!(r.policy, Policy::Public);
         assert_eq!(r.upstream.as_ref().unwrap().port(), Some(9999));
+        assert!(!r.path.is_match("/PUBLIC/x"), "case matters by default");
+    }
+
+    #[test]
+    fn case_insensitive_routes_match_any_case() {
+        let text = format!(
+            "{}\n[[routes]]\npath = \"^/admin|^/ops$\"\ncase_insensitive = true\npolicy = \"deny\"\n",
+            base()
+        );
+        let c = parse(&text).unwrap();
+        let r = &c.routes[0];
+        for p in ["/admin", "/ADMIN/x", "/aDmIn", "/OPS"] {
+            assert!(r.path.is_match(p), "{p}");
+        }
+        assert!(!r.path.is_match("/opsx"));
+        let text = format!(
+            "{}\n[[routes]]\npath = \"^/\"\ncase_insensitive = \"yes\"\n",
+            base()
+        );
+        assert_eq!(err(&text).key, "routes[0].case_insensitive");
     }
 }

@@ -189,6 +189,23 @@ mod tests {
     }
 
     #[test]
+    fn a_case_insensitive_pattern_keeps_its_flag_in_the_set() {
+        let routes = vec![
+            route("(?i)^/admin", None, Policy::Deny),
+            route("^/Exact", None, Policy::Deny),
+        ];
+        let r = Router::new("/oauth2", &routes, |_| 0);
+        let deny = Target::Proxy {
+            policy: Policy::Deny,
+            upstream: 0,
+        };
+        assert_eq!(r.route(&Method::GET, "/ADMIN"), deny);
+        assert_eq!(r.route(&Method::GET, "/Admin/x"), deny);
+        assert_eq!(r.route(&Method::GET, "/Exact"), deny);
+        assert_ne!(r.route(&Method::GET, "/exact"), deny);
+    }
+
+    #[test]
     fn own_endpoints_and_health_come_first() {
         let r = router();
         let get = Method::GET;

@@ -1,6 +1,7 @@
 //! Regression tests for the defects an attack run found, each through the real server: connections
 //! that never send a byte, the connection cap and accept errors, path segments whose name before `;`
-//! is empty, Host fields, malformed request bodies, HTTP/1.0 upstreams.
+//! is empty, Host fields, malformed request bodies, HTTP/1.0 upstreams, and route patterns that
+//! ignore case.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -649,5 +650,29 @@ async fn an_http10_upstream_keeps_the_clients_version_and_keep_alive() {
         "{}",
         String::from_utf8_lossy(&buf)
     );
+    gw.shutdown().await;
+}
+
+// --- Low: route patterns and case -----------------------------------------------------------------
+
+#[tokio::test]
+async fn case_insensitive_routes_match_every_spelling() {
+    let up = TestUpstream::start("a").await;
+    let routes = "[[routes]]\npath = \"^/admin\"\ncase_insensitive = true\npolicy = \"deny\"\n\
+                  [[routes]]\npath = \"^/Exact\"\npolicy = \"deny\"\n\
+                  [[routes]]\npath = \"^/\"\npolicy = \"public\"\n";
+    let gw = gateway(&gateway_toml(&up.url(), routes)).await;
+    for path in ["/admin", "/ADMIN/x", "/%41dmin", "/aDmIn", "/%41%44MIN/"] {
+        assert_eq!(raw_get(gw.addr(), path).await, 403, "{path}");
+    }
+    assert!(
+        up.seen().is_empty(),
+        "reached the upstream: {:?}",
+        up.seen()
+    );
+    // Without the key, a pattern matches its own case only.
+    assert_eq!(raw_get(gw.addr(), "/Exact").await, 403);
+    assert_eq!(raw_get(gw.addr(), "/exact").await, 200);
+    assert_eq!(up.last().uri, "/exact");
     gw.shutdown().await;
 }

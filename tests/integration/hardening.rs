@@ -1,7 +1,7 @@
 //! Regression tests for the defects an attack run found, each through the real server: connections
 //! that never send a byte, the connection cap and accept errors, path segments whose name before `;`
 //! is empty, Host fields, malformed request bodies, HTTP/1.0 upstreams, and route patterns that
-//! ignore case.
+//! ignore case; and one the property tests found since: raw UTF-8 in a path.
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
@@ -674,5 +674,45 @@ async fn case_insensitive_routes_match_every_spelling() {
     assert_eq!(raw_get(gw.addr(), "/Exact").await, 403);
     assert_eq!(raw_get(gw.addr(), "/exact").await, 200);
     assert_eq!(up.last().uri, "/exact");
+    gw.shutdown().await;
+}
+
+// --- Found by the property tests: raw UTF-8 in a path ---------------------------------------------
+
+#[tokio::test]
+async fn a_raw_utf8_path_is_matched_in_its_encoded_form() {
+    let up = TestUpstream::start("a").await;
+    let routes = "[[routes]]\npath = \"^/caf%C3%A9\"\npolicy = \"deny\"\n\
+                  [[routes]]\npath = \"^/\"\npolicy = \"public\"\n";
+    let gw = gateway(&gateway_toml(&up.url(), routes)).await;
+    let request = |path: &[u8]| {
+        let mut r = b"GET ".to_vec();
+        r.extend_from_slice(path);
+        r.extend_from_slice(b" HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        r
+    };
+    for path in [&b"/caf\xc3\xa9"[..], b"/caf%C3%A9", b"/caf%c3%a9/x"] {
+        let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+        stream.write_all(&request(path)).await.unwrap();
+        let mut buf = Vec::new();
+        stream.read_to_end(&mut buf).await.unwrap();
+        let (status, _, _) = parse_response(&buf);
+        assert_eq!(status, 403, "{}", String::from_utf8_lossy(path));
+    }
+    assert!(
+        up.seen().is_empty(),
+        "reached the upstream: {:?}",
+        up.seen()
+    );
+    let mut stream = TcpStream::connect(gw.addr()).await.unwrap();
+    stream.write_all(&request(b"/na\xc3\xafve")).await.unwrap();
+    let mut buf = Vec::new();
+    stream.read_to_end(&mut buf).await.unwrap();
+    assert_eq!(parse_response(&buf).0, 200);
+    assert_eq!(
+        up.last().uri,
+        "/na%C3%AFve",
+        "the upstream gets the encoded form"
+    );
     gw.shutdown().await;
 }

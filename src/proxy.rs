@@ -905,6 +905,81 @@ mod tests {
         );
     }
 
+    /// Names a client may not send, as the gateway is configured below.
+    const PROTECTED: [&str; 10] = [
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-auth-request-groups",
+        "remote-user",
+        "x-forwarded-access-token",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "forwarded",
+    ];
+
+    /// `name` with each letter upper-cased and each `-` turned into `_` as the bits of `spelling` say.
+    fn spelled(name: &str, spelling: u64) -> String {
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| match (c, spelling >> (i % 64) & 1) {
+                ('-', 1) => '_',
+                (c, 1) => c.to_ascii_uppercase(),
+                (c, _) => c,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever spellings of protected names a client sends (any case, `_` for any `-`, any
+        /// count, among other headers), after the rewrite every field whose name means a protected
+        /// one carries the gateway's value, never the client's.
+        #[test]
+        fn identity_header_stripping_removes_every_spelling(
+            sent in proptest::collection::vec((0..PROTECTED.len(), proptest::prelude::any::<u64>(), 1..4usize), 0..10),
+            others in proptest::collection::vec("[a-zA-Z][a-zA-Z0-9_-]{0,24}", 0..6),
+            trusted in proptest::prelude::any::<bool>(),
+        ) {
+            let proxy = Proxy::new(
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                true,
+                if trusted { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] },
+                PROTECTED[..4].iter().map(|n| HeaderName::from_static(n)),
+            );
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("app.example"));
+            for (i, (which, spelling, count)) in sent.iter().enumerate() {
+                let name = HeaderName::from_bytes(spelled(PROTECTED[*which], *spelling).as_bytes()).unwrap();
+                for n in 0..*count {
+                    h.append(name.clone(), HeaderValue::from_str(&format!("spoofed-{i}-{n}")).unwrap());
+                }
+            }
+            for other in &others {
+                h.append(HeaderName::from_bytes(other.as_bytes()).unwrap(), HeaderValue::from_static("spoofed-other"));
+            }
+            let conn = ConnInfo::new("10.1.2.3:5555".parse().unwrap(), false);
+            let upstream = Upstream::from_url(&Url::parse("http://127.0.0.1:9000").unwrap());
+            let identity = [(HeaderName::from_static("x-forwarded-user"), HeaderValue::from_static("real"))];
+            proxy.rewrite_headers(&mut h, &Uri::from_static("/"), &conn, &upstream, &identity);
+            for (name, value) in &h {
+                let meaning = name.as_str().replace('_', "-");
+                if !PROTECTED.contains(&meaning.as_str()) {
+                    continue;
+                }
+                // A trusted proxy's own forwarding headers, spelled as such, are believed.
+                let believed = trusted
+                    && ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"]
+                        .contains(&name.as_str());
+                let spoofed = value.to_str().unwrap().contains("spoofed");
+                proptest::prop_assert!(believed || !spoofed, "{}: {:?} survived", name, value);
+            }
+            proptest::prop_assert_eq!(h.get_all("x-forwarded-user").iter().count(), 1);
+            proptest::prop_assert_eq!(&h["x-forwarded-user"], "real");
+        }
+    }
+
     #[test]
     fn upstream_authority_and_base_path() {
         let u = Upstream::from_url(&Url::parse("http://127.0.0.1:9000/app/").unwrap());

@@ -359,7 +359,8 @@ impl Config {
         let raw: RawConfig =
             serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
                 let path = e.path().to_string();
-                ConfigError::new(dotted(&path), e.into_inner().to_string())
+                // The message alone: the error's Display appends the key path on a line of its own.
+                ConfigError::new(dotted(&path), one_line(e.into_inner().message()))
             })?;
         validate(raw)
     }
@@ -388,7 +389,10 @@ fn apply_env(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<
         let Some(rest) = name.strip_prefix(ENV_PREFIX) else {
             continue;
         };
-        let Some((section, key)) = rest.split_once("__") else {
+        let Some((section, key)) = rest
+            .split_once("__")
+            .filter(|(section, key)| !section.is_empty() && !key.is_empty())
+        else {
             return Err(ConfigError::new(
                 name.as_str(),
                 "expected PORTCULLIS_<SECTION>__<KEY>",
@@ -1276,6 +1280,15 @@ secret = "{SECRET}"
         assert_eq!(err(&text).key, "server.keepalive_timeout");
     }
 
+    /// Found by fuzzing: a type error's text carried the key path on a second line.
+    #[test]
+    fn type_errors_are_one_line() {
+        let e = err(&base().replace("\"127.0.0.1:0\"", "1"));
+        assert_eq!(e.key, "server.listen");
+        assert_eq!(e.message, "invalid type: integer `1`, expected a string");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
     #[test]
     fn secret_files_are_read_and_missing_ones_named() {
         let dir = tempfile::tempdir().unwrap();
@@ -1340,6 +1353,13 @@ secret = "{SECRET}"
             c.headers.claims,
             vec![(HeaderName::from_static("x-auth-user"), "sub".to_string())]
         );
+
+        // Found by fuzzing: an empty section or key named nothing at all.
+        for name in ["PORTCULLIS___KEY", "PORTCULLIS_SERVER__", "PORTCULLIS____"] {
+            let mut env = BTreeMap::new();
+            env.insert(name.to_string(), "1".to_string());
+            assert_eq!(Config::from_toml_str(&base(), &env).unwrap_err().key, name);
+        }
 
         let mut env = BTreeMap::new();
         env.insert("PORTCULLIS_UPSTREAM__NOPE".to_string(), "1".to_string());

@@ -17,6 +17,8 @@
 pub mod config;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod login;
 pub mod oidc;
 pub mod proxy;

@@ -64,7 +64,10 @@ pub fn safe_return_target(target: &str) -> &str {
     target
 }
 
-fn query_param(req_query: Option<&str>, name: &str) -> Result<Option<String>, GatewayError> {
+pub(crate) fn query_param(
+    req_query: Option<&str>,
+    name: &str,
+) -> Result<Option<String>, GatewayError> {
     let mut found = None;
     for (k, v) in url::form_urlencoded::parse(req_query.unwrap_or("").as_bytes()) {
         if k == name {
@@ -266,7 +269,7 @@ fn exchange_error(e: ExchangeError) -> GatewayError {
 }
 
 /// Text from the network made safe for one log line: control characters dropped, length bounded.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 

@@ -417,6 +417,48 @@ impl SessionCookies {
     }
 }
 
+/// What the fuzz targets seal by hand, to reach what lies behind the AEAD.
+#[cfg(feature = "fuzzing")]
+impl SessionCookies {
+    /// A `Cookie` header value carrying `plain` as a session, sealed and chunked as `write` does.
+    pub(super) fn fuzz_session_header(&self, plain: &[u8]) -> Option<String> {
+        let mut buf = seal::plaintext_buffer(plain.len());
+        buf.extend_from_slice(plain);
+        let text = self
+            .session_keys
+            .seal(self.settings.name.as_bytes(), buf)
+            .ok()?;
+        if text.len() <= CHUNK_LEN {
+            return Some(format!("{}={text}", self.settings.name));
+        }
+        let chunks: Vec<String> = text
+            .as_bytes()
+            .chunks(CHUNK_LEN)
+            .enumerate()
+            .map(|(i, chunk)| {
+                format!(
+                    "{}{i}={}",
+                    self.chunk_prefix,
+                    String::from_utf8_lossy(chunk)
+                )
+            })
+            .collect();
+        Some(chunks.join("; "))
+    }
+
+    /// A `Cookie` header value carrying `plain` as the login state of `state`.
+    pub(super) fn fuzz_login_header(&self, state: &str, plain: &[u8]) -> String {
+        let name = self.login_cookie_name(state);
+        let mut buf = seal::plaintext_buffer(plain.len());
+        buf.extend_from_slice(plain);
+        let text = self
+            .login_keys
+            .seal(name.as_bytes(), buf)
+            .unwrap_or_default();
+        format!("{name}={text}")
+    }
+}
+
 fn seal_json<T: Serialize>(
     keys: &KeyRing,
     aad: &[u8],

@@ -325,6 +325,10 @@ async fn serve_connection(c: Connection) {
             }
             () = deadline::expired(&clock, &limits), if !stopping => {
                 tracing::debug!(%peer, "closing a connection without a request past its deadline");
+                if clock.head_in_progress() {
+                    // Half a head: nothing to finish and no one to say goodbye to.
+                    break Ok(());
+                }
                 conn.as_mut().graceful_shutdown();
                 break tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
                     .await

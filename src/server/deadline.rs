@@ -80,6 +80,13 @@ impl ConnClock {
         }
     }
 
+    /// Whether an HTTP/1 request head has begun and not been completed.
+    pub fn head_in_progress(&self) -> bool {
+        self.in_flight.load(Ordering::SeqCst) == 0
+            && self.head_started.load(Ordering::SeqCst) != 0
+            && !self.http2.load(Ordering::SeqCst)
+    }
+
     /// When the connection must be closed if nothing changes; `None` while a request is in flight.
     pub fn deadline(&self, limits: &Limits) -> Option<Instant> {
         if self.in_flight.load(Ordering::SeqCst) > 0 {
@@ -276,6 +283,9 @@ mod tests {
         // More bytes of the same head do not move it.
         clock.note_bytes();
         assert_eq!(clock.head_started.load(Ordering::SeqCst), head);
+        assert!(clock.head_in_progress());
+        drop(InFlight::start(&clock, false));
+        assert!(!clock.head_in_progress());
     }
 
     #[test]

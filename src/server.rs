@@ -55,10 +55,20 @@ pub fn max_connections_for(open_file_limit: u64) -> usize {
 
 /// `server.max_connections`, or its default from this process's soft open-file limit.
 fn max_connections(configured: Option<usize>) -> usize {
+    let limit = rlimit::Resource::NOFILE.get();
     if let Some(max) = configured {
+        if let Ok((soft, _)) = limit {
+            if max > max_connections_for(soft) {
+                tracing::warn!(
+                    "server.max_connections = {max}, but the open-file limit {soft} leaves room for about {} \
+                     (each connection may need a second one upstream): expect failed accepts under load",
+                    max_connections_for(soft)
+                );
+            }
+        }
         return max;
     }
-    match rlimit::Resource::NOFILE.get() {
+    match limit {
         Ok((soft, _)) => {
             let max = max_connections_for(soft);
             tracing::info!(

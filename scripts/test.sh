@@ -82,6 +82,32 @@ fi
 grep -q '^devidp v' <<<"$shipped" || { echo "cargo tree did not list devidp: the check above proves nothing" >&2; exit 1; }
 echo "devidp without the misbehavior feature"
 
+echo "== dependencies: advisories, licenses, duplicate versions, sources (cargo deny, deny.toml)"
+if ! command -v cargo-deny >/dev/null 2>&1; then
+  cargo install cargo-deny --locked
+fi
+# The advisory database is a git repository on GitHub. When it cannot be fetched, the other checks
+# still run, and the run says loudly that advisories were not checked; under CI (CI set) that fails
+# the run. A copy fetched earlier is used (its age shown), never passed off as current.
+if cargo deny fetch db >target/deny-fetch.log 2>&1; then
+  cargo deny --offline check advisories bans licenses sources
+else
+  db=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/advisory-dbs/advisory-db-* 2>/dev/null | head -1 || true)
+  echo "!!!!!!!!!! ADVISORIES: the RustSec advisory database could not be fetched:" >&2
+  grep -E 'fatal|error|ERROR' target/deny-fetch.log | tail -2 >&2 || true
+  if [ -n "$db" ] && git -C "$db" log -1 >/dev/null 2>&1; then
+    echo "!!!!!!!!!! checking against an earlier copy, last changed $(git -C "$db" log -1 --format=%cs)" >&2
+    cargo deny --offline check advisories bans licenses sources
+  else
+    echo "!!!!!!!!!! ADVISORIES NOT CHECKED (no copy of the database on this machine)" >&2
+    cargo deny --offline check bans licenses sources
+  fi
+  if [ -n "${CI:-}" ]; then
+    echo "!!!!!!!!!! failing: CI must check advisories against the current database" >&2
+    exit 1
+  fi
+fi
+
 echo "== tests"
 if cargo nextest --version >/dev/null 2>&1; then
   cargo nextest run --workspace --locked --no-fail-fast

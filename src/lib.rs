@@ -27,6 +27,8 @@ pub mod bearer;
 pub mod config;
 pub mod demo;
 pub mod error;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 pub mod identity;
 pub mod login;
 pub mod oidc;

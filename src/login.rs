@@ -66,7 +66,10 @@ pub fn safe_return_target(target: &str) -> &str {
     target
 }
 
-fn query_param(req_query: Option<&str>, name: &str) -> Result<Option<String>, GatewayError> {
+pub(crate) fn query_param(
+    req_query: Option<&str>,
+    name: &str,
+) -> Result<Option<String>, GatewayError> {
     let mut found = None;
     for (k, v) in url::form_urlencoded::parse(req_query.unwrap_or("").as_bytes()) {
         if k == name {
@@ -315,7 +318,7 @@ fn exchange_error(e: ExchangeError) -> GatewayError {
 }
 
 /// Text from the network made safe for one log line: control characters dropped, length bounded.
-fn printable(s: &str) -> String {
+pub(crate) fn printable(s: &str) -> String {
     s.chars().filter(|c| !c.is_control()).take(300).collect()
 }
 
@@ -456,5 +459,45 @@ mod tests {
         let mut keys: Vec<&str> = kept.keys().map(String::as_str).collect();
         keys.sort_unstable();
         assert_eq!(keys, ["email", "groups", "sub"]);
+    }
+
+    /// Return targets built from the pieces open redirects are made of, and any text at all.
+    fn arb_target() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        let piece = prop_oneof![
+            4 => prop::sample::select(vec![
+                "/", "//", "\\", ".", "..", "%2F", "%2f", "%5C", "%2E", "%09", "%0A", "%00", "%25",
+                "%", "@", ":", "?", "#", " ", "\t", "\n", "http", "https:", "javascript:",
+                "evil.example", "a", "\u{3002}", "\u{ff0f}",
+            ])
+            .prop_map(str::to_string),
+            1 => any::<char>().prop_map(String::from),
+        ];
+        let pieces = prop::collection::vec(piece, 0..8).prop_map(|p| p.concat());
+        prop_oneof![
+            // Most start like a path, so that the checks after the first character are reached.
+            4 => pieces.clone().prop_map(|p| format!("/{p}")),
+            2 => pieces,
+            1 => ".{0,30}",
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::test_runner::Config::with_cases(2048))]
+
+        /// Whatever the target, the redirect it gives, resolved the way browsers resolve a Location
+        /// (WHATWG URL parsing), stays on the gateway's origin, as it does once more percent-decoded.
+        #[test]
+        fn no_return_target_ever_leaves_the_origin(target in arb_target()) {
+            let origin = Url::parse("https://gw.example:8443/app/page").unwrap();
+            let safe = safe_return_target(&target);
+            proptest::prop_assert!(safe == "/" || safe == target);
+            let decoded = percent_encoding::percent_decode_str(safe).decode_utf8_lossy();
+            for candidate in [safe, decoded.as_ref()] {
+                if let Ok(url) = origin.join(candidate) {
+                    proptest::prop_assert_eq!(url.origin(), origin.origin(), "{:?} -> {}", target, url);
+                }
+            }
+        }
     }
 }

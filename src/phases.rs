@@ -106,7 +106,8 @@ async fn run(
     uri: &Uri,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Answer> {
-    let path = canonicalize(&req, uri, conn)?;
+    let mut req = req;
+    let path = canonicalize(&mut req, uri, conn)?;
     let target = route(cx, req.method(), &path)?;
     let caller = authenticate(cx, &req, target).await?;
     let caller = refresh(cx, &req, &path, caller).await?;
@@ -114,15 +115,18 @@ async fn run(
     act(cx, conn, req, &path, target, caller).await
 }
 
-/// Phase 1: the canonical path of the request (see `router::canonical`), or 400.
+/// Phase 1: exactly one valid host for the request (RFC 9112 section 3.2; over HTTP/2 `:authority`
+/// wins, RFC 9113 section 8.3.1: `router::host`), and its canonical path (`router::canonical`), or
+/// 400.
 fn canonicalize<'u, B>(
-    req: &Request<B>,
+    req: &mut Request<B>,
     uri: &'u Uri,
     conn: &ConnInfo,
 ) -> Result<Cow<'u, str>, Answer> {
     if req.method() == Method::CONNECT {
         return Err(GatewayError::new(ErrorKind::MethodNotAllowed, "CONNECT refused").into());
     }
+    crate::router::host::check(req, conn.peer)?;
     canonical::canonicalize(uri.path()).map_err(|e| {
         GatewayError::new(
             ErrorKind::BadRequest,

@@ -13,6 +13,8 @@
 //! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`).
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -371,17 +373,16 @@ impl Proxy {
         // `upstream.timeout` counts from the end of the request body, so a long upload is not cut off
         // while the upstream is still receiving it.
         // A request without a body (most) is sent in full at once: no need to be told.
-        let (sent_tx, sent_rx) = if http_body::Body::is_end_stream(req.body()) {
-            (None, None)
+        let progress = if http_body::Body::is_end_stream(req.body()) {
+            None
         } else {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            (Some(tx), Some(rx))
+            Some(Arc::new(BodyProgress::default()))
         };
-        let req = req.map(|body| UpstreamBody::new(body, sent_tx));
+        let req = req.map(|body| UpstreamBody::new(body, progress.clone()));
         let exchange = upstream.pool.send(req, self.connect_timeout);
         let deadline = async {
-            if let Some(sent_rx) = sent_rx {
-                let _ = sent_rx.await;
+            if let Some(progress) = &progress {
+                progress.done.notified().await;
             }
             tokio::time::sleep(self.timeout).await;
         };
@@ -391,6 +392,22 @@ impl Proxy {
         };
         let mut response = match outcome {
             Ok(Ok(response)) => response,
+            // The client's body broke off or was malformed (a bad chunk size, an oversized chunk
+            // extension): the client's fault, not the upstream's. The upstream connection is dropped.
+            Ok(Err(pool::Error::Http(e)))
+                if progress
+                    .as_ref()
+                    .is_some_and(|p| p.failed.load(Ordering::SeqCst)) =>
+            {
+                return Err(GatewayError::new(
+                    ErrorKind::BadRequest,
+                    format!(
+                        "the request body from {} could not be read: {}",
+                        conn.peer,
+                        error_chain(&e)
+                    ),
+                ));
+            }
             Ok(Err(e)) => {
                 let (what, chain) = match &e {
                     pool::Error::Connect(e) => ("connecting to", error_chain(e)),
@@ -412,6 +429,10 @@ impl Proxy {
             }
         };
 
+        // The client's connection keeps its own version and keep-alive whatever the upstream speaks:
+        // hyper writes a response's version in its status line, and closes after an HTTP/1.0 one.
+        // (hyper answers an HTTP/1.0 client in HTTP/1.0 itself, and HTTP/2 ignores the field.)
+        *response.version_mut() = Version::HTTP_11;
         let switching = response.status() == StatusCode::SWITCHING_PROTOCOLS;
         let response_upgrade = remove_hop_by_hop(response.headers_mut());
         if switching {
@@ -435,15 +456,23 @@ impl Proxy {
     }
 }
 
+/// How far a request body has gone upstream: told once it has been sent in full or abandoned, and
+/// whether reading it from the client failed.
+#[derive(Default)]
+struct BodyProgress {
+    done: tokio::sync::Notify,
+    failed: AtomicBool,
+}
+
 /// The request body on its way upstream; reports when it has been sent in full (or abandoned).
 pub struct UpstreamBody {
     inner: Incoming,
-    sent: Option<tokio::sync::oneshot::Sender<()>>,
+    progress: Option<Arc<BodyProgress>>,
 }
 
 impl UpstreamBody {
-    fn new(inner: Incoming, sent: Option<tokio::sync::oneshot::Sender<()>>) -> UpstreamBody {
-        let mut body = UpstreamBody { inner, sent };
+    fn new(inner: Incoming, progress: Option<Arc<BodyProgress>>) -> UpstreamBody {
+        let mut body = UpstreamBody { inner, progress };
         if http_body::Body::is_end_stream(&body.inner) {
             body.finish();
         }
@@ -451,8 +480,9 @@ impl UpstreamBody {
     }
 
     fn finish(&mut self) {
-        if let Some(tx) = self.sent.take() {
-            let _ = tx.send(());
+        if let Some(progress) = self.progress.take() {
+            // A permit is kept for a waiter that comes later.
+            progress.done.notify_one();
         }
     }
 }
@@ -467,8 +497,15 @@ impl http_body::Body for UpstreamBody {
     ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = std::pin::Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, std::task::Poll::Ready(None | Some(Err(_)))) {
-            this.finish();
+        match &polled {
+            std::task::Poll::Ready(Some(Err(_))) => {
+                if let Some(progress) = &this.progress {
+                    progress.failed.store(true, Ordering::SeqCst);
+                }
+                this.finish();
+            }
+            std::task::Poll::Ready(None) => this.finish(),
+            _ => {}
         }
         polled
     }
@@ -788,6 +825,81 @@ mod tests {
         assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.1.2.3");
         set_forwarded_for(&mut h, &peer, false);
         assert_eq!(h[X_FORWARDED_FOR], "10.1.2.3");
+    }
+
+    /// Names a client may not send, as the gateway is configured below.
+    const PROTECTED: [&str; 10] = [
+        "x-forwarded-user",
+        "x-forwarded-email",
+        "x-auth-request-groups",
+        "remote-user",
+        "x-forwarded-access-token",
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "forwarded",
+    ];
+
+    /// `name` with each letter upper-cased and each `-` turned into `_` as the bits of `spelling` say.
+    fn spelled(name: &str, spelling: u64) -> String {
+        name.chars()
+            .enumerate()
+            .map(|(i, c)| match (c, spelling >> (i % 64) & 1) {
+                ('-', 1) => '_',
+                (c, 1) => c.to_ascii_uppercase(),
+                (c, _) => c,
+            })
+            .collect()
+    }
+
+    proptest::proptest! {
+        /// Whatever spellings of protected names a client sends (any case, `_` for any `-`, any
+        /// count, among other headers), after the rewrite every field whose name means a protected
+        /// one carries the gateway's value, never the client's.
+        #[test]
+        fn identity_header_stripping_removes_every_spelling(
+            sent in proptest::collection::vec((0..PROTECTED.len(), proptest::prelude::any::<u64>(), 1..4usize), 0..10),
+            others in proptest::collection::vec("[a-zA-Z][a-zA-Z0-9_-]{0,24}", 0..6),
+            trusted in proptest::prelude::any::<bool>(),
+        ) {
+            let proxy = Proxy::new(
+                Duration::from_secs(1),
+                Duration::from_secs(1),
+                true,
+                if trusted { vec!["10.0.0.0/8".parse().unwrap()] } else { vec![] },
+                PROTECTED[..4].iter().map(|n| HeaderName::from_static(n)),
+            );
+            let mut h = HeaderMap::new();
+            h.insert(header::HOST, HeaderValue::from_static("app.example"));
+            for (i, (which, spelling, count)) in sent.iter().enumerate() {
+                let name = HeaderName::from_bytes(spelled(PROTECTED[*which], *spelling).as_bytes()).unwrap();
+                for n in 0..*count {
+                    h.append(name.clone(), HeaderValue::from_str(&format!("spoofed-{i}-{n}")).unwrap());
+                }
+            }
+            for other in &others {
+                h.append(HeaderName::from_bytes(other.as_bytes()).unwrap(), HeaderValue::from_static("spoofed-other"));
+            }
+            let conn = ConnInfo::new("10.1.2.3:5555".parse().unwrap(), false);
+            let upstream = Upstream::from_url(&Url::parse("http://127.0.0.1:9000").unwrap());
+            let identity = [(HeaderName::from_static("x-forwarded-user"), HeaderValue::from_static("real"))];
+            proxy.rewrite_headers(&mut h, &Uri::from_static("/"), &conn, &upstream, &identity, None);
+            for (name, value) in &h {
+                let meaning = name.as_str().replace('_', "-");
+                if !PROTECTED.contains(&meaning.as_str()) {
+                    continue;
+                }
+                // A trusted proxy's own forwarding headers, spelled as such, are believed.
+                let believed = trusted
+                    && ["x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded"]
+                        .contains(&name.as_str());
+                let spoofed = value.to_str().unwrap().contains("spoofed");
+                proptest::prop_assert!(believed || !spoofed, "{}: {:?} survived", name, value);
+            }
+            proptest::prop_assert_eq!(h.get_all("x-forwarded-user").iter().count(), 1);
+            proptest::prop_assert_eq!(&h["x-forwarded-user"], "real");
+        }
     }
 
     #[test]

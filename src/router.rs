@@ -3,9 +3,11 @@
 //! Order of precedence: the fixed health paths, then the gateway's own endpoints under the prefix
 //! (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins), then the default policy
 //! (login required). Nothing here looks at a header or the query, so no client-controlled input other than
-//! the path and method chooses the policy.
+//! the path and method chooses the policy. Before any of it, `host` refuses a request whose host is
+//! missing, repeated, malformed or contradictory.
 
 pub mod canonical;
+pub mod host;
 
 use http::Method;
 use regex::RegexSet;
@@ -202,6 +204,25 @@ mod tests {
                 route: None
             }
         );
+    }
+
+    #[test]
+    fn a_case_insensitive_pattern_keeps_its_flag_in_the_set() {
+        let routes = vec![
+            route("(?i)^/admin", None, Policy::Deny),
+            route("^/Exact", None, Policy::Deny),
+        ];
+        let set = RegexSet::new(routes.iter().map(|r| r.path.as_str())).unwrap();
+        let r = Router::new("/oauth2", &routes, &set, |_| 0);
+        let deny = |route| Target::Proxy {
+            policy: Policy::Deny,
+            upstream: 0,
+            route: Some(route),
+        };
+        assert_eq!(r.route(&Method::GET, "/ADMIN"), deny(0));
+        assert_eq!(r.route(&Method::GET, "/Admin/x"), deny(0));
+        assert_eq!(r.route(&Method::GET, "/Exact"), deny(1));
+        assert_ne!(r.route(&Method::GET, "/exact"), deny(1));
     }
 
     #[test]

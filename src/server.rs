@@ -1,26 +1,174 @@
 //! Accepting connections: HTTP/1.1 and HTTP/2 (prior knowledge, or ALPN under TLS) through hyper-util's
-//! auto builder, with limits against slow or oversized request heads, and graceful shutdown.
+//! auto builder, with limits against slow or oversized request heads, idle and silent connections, too
+//! many connections, and graceful shutdown.
+//!
+//! Every connection is bounded in time whenever no request is in flight on it (`deadline`): before
+//! its first byte and while a head arrives by `server.header_read_timeout`, between requests by
+//! `server.keepalive_timeout`. At most `server.max_connections` are open at once; one beyond that
+//! is closed as soon as it is accepted, so it costs no descriptor and does not disturb the others.
+//! When accepting fails for want of resources (EMFILE and the like), the loop pauses, doubling the
+//! pause from 10 ms up to 1 s, and says so in the log at most once every 10 seconds.
 //!
 //! Shutdown: when the shutdown future completes, the listener is closed (new connections are refused),
 //! idle keep-alive connections are closed, in-flight requests run to completion, and after
 //! `server.grace_period` whatever is left is dropped.
 
+mod deadline;
+
+use std::convert::Infallible;
 use std::future::Future;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
+use self::deadline::{ConnClock, Guarded, InFlight, Limits, Tracked};
 use crate::proxy::ConnInfo;
 use crate::runtime::Runtime;
 
 /// Largest request head accepted, in bytes; a larger one gets `431` (HTTP/1.1) or a stream reset (HTTP/2).
 /// Room for a session chunked over several cookies.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// How long a connection closed for idleness may take to say goodbye (an HTTP/2 GOAWAY) before it is
+/// dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(1);
+
+/// Open files kept back from the limit before it is shared out: the listener, the log, the
+/// provider's connections, the runtime's own.
+const FD_RESERVE: u64 = 32;
+
+/// The default of `server.max_connections` for a soft open-file limit: half of what the reserve
+/// leaves, since each client connection may hold an upstream connection as well.
+pub fn max_connections_for(open_file_limit: u64) -> usize {
+    let usable = open_file_limit.min(1 << 24).saturating_sub(FD_RESERVE) / 2;
+    usize::try_from(usable).unwrap_or(usize::MAX).max(1)
+}
+
+/// `server.max_connections`, or its default from this process's soft open-file limit.
+fn max_connections(configured: Option<usize>) -> usize {
+    let limit = rlimit::Resource::NOFILE.get();
+    if let Some(max) = configured {
+        if let Ok((soft, _)) = limit {
+            if max > max_connections_for(soft) {
+                tracing::warn!(
+                    "server.max_connections = {max}, but the open-file limit {soft} leaves room for about {} \
+                     (each connection may need a second one upstream): expect failed accepts under load",
+                    max_connections_for(soft)
+                );
+            }
+        }
+        return max;
+    }
+    match limit {
+        Ok((soft, _)) => {
+            let max = max_connections_for(soft);
+            tracing::info!(
+                max_connections = max,
+                open_file_limit = soft,
+                "at most {max} client connections at once (half the open-file limit {soft}, less a reserve; server.max_connections sets it)"
+            );
+            max
+        }
+        Err(e) => {
+            let max = max_connections_for(1024);
+            tracing::warn!(
+                "cannot read the open-file limit ({e}); at most {max} client connections at once"
+            );
+            max
+        }
+    }
+}
+
+/// A log line allowed at most once per `every`, counting what it held back.
+struct Throttle {
+    every: Duration,
+    last: Option<Instant>,
+    held_back: u64,
+}
+
+impl Throttle {
+    fn new(every: Duration) -> Throttle {
+        Throttle {
+            every,
+            last: None,
+            held_back: 0,
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    fn allow(&mut self) -> Option<u64> {
+        let now = Instant::now();
+        if self
+            .last
+            .is_some_and(|last| now.duration_since(last) < self.every)
+        {
+            self.held_back += 1;
+            return None;
+        }
+        self.last = Some(now);
+        Some(std::mem::take(&mut self.held_back))
+    }
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+const FIRST_PAUSE: Duration = Duration::from_millis(10);
+const LONGEST_PAUSE: Duration = Duration::from_secs(1);
+
+/// Failed accepts: how long to pause before the next, and when to say so.
+struct AcceptErrors {
+    pause: Duration,
+    log: Throttle,
+}
+
+impl AcceptErrors {
+    fn new() -> AcceptErrors {
+        AcceptErrors {
+            pause: FIRST_PAUSE,
+            log: Throttle::new(LOG_EVERY),
+        }
+    }
+
+    fn succeeded(&mut self) {
+        self.pause = FIRST_PAUSE;
+    }
+
+    /// The pause before accepting again; `None` for an error of one connection only (it was reset
+    /// before it could be accepted), after which accepting goes on at once.
+    fn failed(&mut self, e: &io::Error) -> Option<Duration> {
+        if matches!(
+            e.kind(),
+            io::ErrorKind::ConnectionAborted
+                | io::ErrorKind::ConnectionReset
+                | io::ErrorKind::ConnectionRefused
+                | io::ErrorKind::Interrupted
+        ) {
+            tracing::debug!("accept failed for one connection: {e}");
+            return None;
+        }
+        let pause = self.pause;
+        if let Some(held_back) = self.log.allow() {
+            let more = match held_back {
+                0 => String::new(),
+                n => format!("; {n} more since the last report"),
+            };
+            tracing::warn!(
+                "accept failed: {e}; pausing new connections for {pause:?}{more} \
+                 (raise the open-file limit or lower server.max_connections)"
+            );
+        }
+        self.pause = (self.pause * 2).min(LONGEST_PAUSE);
+        Some(pause)
+    }
+}
 
 /// Serve `listener` until `shutdown` completes, then drain for at most the grace period.
 pub async fn serve(
@@ -30,18 +178,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     // Listener-level settings are read once: a reload does not rebuild the listener.
-    let (header_read_timeout, grace_period) = {
-        let snap = rt.snapshot();
-        (
-            snap.config.server.header_read_timeout,
-            snap.config.server.grace_period,
-        )
-    };
+    let snapshot = rt.snapshot();
+    let server = &snapshot.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout)
+        // The head timeout is `deadline`'s: hyper's would run from the end of the previous response,
+        // cutting idle keep-alive connections at the header timeout.
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEADER_BYTES)
         .keep_alive(true);
     builder
@@ -51,89 +196,223 @@ pub async fn serve(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let graceful = GracefulShutdown::new();
+    let limits = Limits {
+        header_read: server.header_read_timeout,
+        keepalive: server.keepalive_timeout,
+    };
+    let max = max_connections(server.max_connections);
+    let slots = Arc::new(Semaphore::new(max));
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut accept_errors = AcceptErrors::new();
+    let mut refusals = Throttle::new(LOG_EVERY);
     tokio::pin!(shutdown);
 
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
+                Ok(pair) => {
+                    accept_errors.succeeded();
+                    pair
+                }
                 Err(e) => {
-                    // Out of file descriptors and the like: back off instead of spinning.
-                    tracing::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if let Some(pause) = accept_errors.failed(&e) {
+                        tokio::select! {
+                            () = tokio::time::sleep(pause) => {}
+                            () = &mut shutdown => break,
+                        }
+                    }
                     continue;
                 }
             },
             () = &mut shutdown => break,
         };
-        let _ = stream.set_nodelay(true);
-        let rt = rt.clone();
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
-        let tls = tls.clone();
-        tokio::spawn(async move {
-            let tls_used = tls.is_some();
-            let conn = ConnInfo::new(peer, tls_used);
-            let service = service_fn(move |req| {
-                let rt = rt.clone();
-                let conn = conn.clone();
-                async move {
-                    Ok::<_, std::convert::Infallible>(crate::phases::handle(rt, conn, req).await)
-                }
-            });
-            let result = match tls {
-                Some(acceptor) => {
-                    let handshake =
-                        tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream))
-                            .await;
-                    match handshake {
-                        Ok(Ok(stream)) => {
-                            let io = TokioIo::new(stream);
-                            watcher
-                                .watch(
-                                    builder
-                                        .serve_connection_with_upgrades(io, service)
-                                        .into_owned(),
-                                )
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, "TLS handshake failed: {e}");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-                None => {
-                    let io = TokioIo::new(stream);
-                    watcher
-                        .watch(
-                            builder
-                                .serve_connection_with_upgrades(io, service)
-                                .into_owned(),
-                        )
-                        .await
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, "connection ended with an error: {e}");
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            if let Some(held_back) = refusals.allow() {
+                tracing::warn!(
+                    "{max} connections open (server.max_connections): refusing new ones; \
+                     {held_back} refused since the last report"
+                );
             }
-        });
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_connection(Connection {
+            rt: rt.clone(),
+            builder: builder.clone(),
+            stream,
+            peer,
+            slot,
+            tls: tls.clone(),
+            limits,
+            stop: stop_rx.clone(),
+        }));
     }
 
     drop(listener);
     tracing::info!(
         "shutting down: no new connections; waiting up to {:?} for in-flight requests",
-        grace_period
+        server.grace_period
     );
+    let _ = stop_tx.send(());
+    drop(stop_rx);
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(grace_period) => {
+        () = stop_tx.closed() => tracing::info!("all connections closed"),
+        () = tokio::time::sleep(server.grace_period) => {
             tracing::warn!("grace period over; dropping the remaining connections");
+        }
+    }
+}
+
+/// One accepted connection and what serving it takes.
+struct Connection {
+    rt: Arc<Runtime>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    stream: TcpStream,
+    peer: std::net::SocketAddr,
+    slot: OwnedSemaphorePermit,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    limits: Limits,
+    /// Changes (or closes) when the server shuts down.
+    stop: watch::Receiver<()>,
+}
+
+async fn serve_connection(c: Connection) {
+    let Connection {
+        rt,
+        builder,
+        stream,
+        peer,
+        slot,
+        tls,
+        limits,
+        mut stop,
+    } = c;
+    let tls_used = tls.is_some();
+    let io = match tls {
+        None => ClientStream::Plain(stream),
+        Some(acceptor) => {
+            // The handshake is part of the first head: it gets the header timeout.
+            let handshake = tokio::select! {
+                r = tokio::time::timeout(limits.header_read, acceptor.accept(stream)) => r,
+                _ = stop.changed() => return,
+            };
+            match handshake {
+                Ok(Ok(stream)) => ClientStream::Tls(Box::new(stream)),
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, "TLS handshake failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            }
+        }
+    };
+    let clock = ConnClock::new();
+    let io = TokioIo::new(Guarded::new(io, clock.clone(), slot));
+    let conn_info = ConnInfo::new(peer, tls_used);
+    let service = {
+        let clock = clock.clone();
+        service_fn(move |req| {
+            let request = InFlight::start(&clock, req.version() == http::Version::HTTP_2);
+            let rt = rt.clone();
+            let conn = conn_info.clone();
+            async move {
+                let response = crate::phases::handle(rt, conn, req).await;
+                Ok::<_, Infallible>(response.map(|body| Tracked::new(body, request)))
+            }
+        })
+    };
+    let conn = builder.serve_connection_with_upgrades(io, service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    let result = loop {
+        tokio::select! {
+            result = conn.as_mut() => break result,
+            _ = stop.changed(), if !stopping => {
+                conn.as_mut().graceful_shutdown();
+                stopping = true;
+            }
+            () = deadline::expired(&clock, &limits), if !stopping => {
+                tracing::debug!(%peer, "closing a connection without a request past its deadline");
+                if clock.head_in_progress() {
+                    // Half a head: nothing to finish and no one to say goodbye to.
+                    break Ok(());
+                }
+                conn.as_mut().graceful_shutdown();
+                break tokio::time::timeout(CLOSE_GRACE, conn.as_mut())
+                    .await
+                    .unwrap_or(Ok(()));
+            }
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, "connection ended with an error: {e}");
+    }
+}
+
+/// A client's byte stream, plain or TLS.
+enum ClientStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for ClientStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for ClientStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            ClientStream::Plain(s) => s.is_write_vectored(),
+            ClientStream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ClientStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            ClientStream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }
@@ -169,4 +448,43 @@ pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::Tls
         .map_err(|e| format!("server.tls_key_file: the key does not fit the certificate: {e}"))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_cap_leaves_room_for_upstream_connections() {
+        assert_eq!(max_connections_for(1024), 496);
+        assert_eq!(max_connections_for(512), 240);
+        assert_eq!(max_connections_for(65_536), 32_752);
+        assert_eq!(max_connections_for(10), 1);
+        assert_eq!(max_connections_for(u64::MAX), (1 << 23) - 16);
+    }
+
+    #[test]
+    fn a_throttled_line_counts_what_it_held_back() {
+        let mut log = Throttle::new(Duration::from_secs(3600));
+        assert_eq!(log.allow(), Some(0));
+        assert_eq!(log.allow(), None);
+        assert_eq!(log.allow(), None);
+        log.last = Some(Instant::now() - Duration::from_secs(3601));
+        assert_eq!(log.allow(), Some(2));
+    }
+
+    #[test]
+    fn accept_pauses_double_up_to_a_second_and_start_over() {
+        let mut errors = AcceptErrors::new();
+        let emfile = io::Error::from_raw_os_error(24);
+        let pauses: Vec<_> = (0..9).map(|_| errors.failed(&emfile).unwrap()).collect();
+        assert_eq!(pauses[0], Duration::from_millis(10));
+        assert_eq!(pauses[1], Duration::from_millis(20));
+        assert_eq!(pauses[7], Duration::from_secs(1));
+        assert_eq!(pauses[8], Duration::from_secs(1));
+        errors.succeeded();
+        assert_eq!(errors.failed(&emfile), Some(Duration::from_millis(10)));
+        let aborted = io::Error::from(io::ErrorKind::ConnectionAborted);
+        assert_eq!(errors.failed(&aborted), None);
+    }
 }

@@ -25,6 +25,12 @@ pub(super) fn apply(table: &mut toml::Table, env: &BTreeMap<String, String>) -> 
         else {
             continue;
         };
+        if section.is_empty() || key.is_empty() {
+            return Err(ConfigError::new(
+                name.as_str(),
+                "expected PORTCULLIS_<SECTION>__<KEY> with a section and a key",
+            ));
+        }
         let section = section.to_ascii_lowercase();
         if section == "routes" {
             return Err(ConfigError::new(

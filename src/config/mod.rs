@@ -76,6 +76,10 @@ pub struct ServerConfig {
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
     pub header_read_timeout: Duration,
+    /// How long a connection may wait between requests.
+    pub keepalive_timeout: Duration,
+    /// Most client connections open at once; `None`: derived from the open-file limit at start-up.
+    pub max_connections: Option<usize>,
     /// Prefix of the gateway's own endpoints, `/oauth2` unless configured; never ends with `/`.
     pub prefix: String,
 }
@@ -701,6 +705,79 @@ allowed_groups = ["root"]
         for (text, key) in cases {
             assert_eq!(err(&text).key, key, "{text}");
         }
+    }
+
+    #[test]
+    fn connection_limits_are_read_from_the_file_and_the_environment() {
+        let c = parse(&base().replace(
+            "[server]",
+            "[server]\nmax_connections = 100\nkeepalive_timeout = \"5s\"",
+        ))
+        .unwrap();
+        assert_eq!(c.server.max_connections, Some(100));
+        assert_eq!(c.server.keepalive_timeout, Duration::from_secs(5));
+        let mut env = BTreeMap::new();
+        env.insert(
+            "PORTCULLIS_SERVER__MAX_CONNECTIONS".to_string(),
+            "250".to_string(),
+        );
+        let c = Config::from_toml_str(&base(), &env).unwrap();
+        assert_eq!(c.server.max_connections, Some(250));
+        for bad in ["0", "-1", "\"many\"", "1.5"] {
+            let text = base().replace("[server]", &format!("[server]\nmax_connections = {bad}"));
+            assert_eq!(err(&text).key, "server.max_connections", "{bad}");
+        }
+        let text = base().replace("[server]", "[server]\nkeepalive_timeout = \"0s\"");
+        assert_eq!(err(&text).key, "server.keepalive_timeout");
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.server.keepalive_timeout, Duration::from_secs(60));
+        assert_eq!(
+            c.server.max_connections, None,
+            "derived from the open-file limit"
+        );
+    }
+
+    /// Found by fuzzing: a type error's text carried the key path on a second line.
+    #[test]
+    fn type_errors_are_one_line() {
+        let e = err(&base().replace("\"127.0.0.1:0\"", "1"));
+        assert_eq!(e.key, "server.listen");
+        assert_eq!(e.message, "invalid type: integer `1`, expected a string");
+        assert!(!e.to_string().contains('\n'), "{e}");
+    }
+
+    /// Found by fuzzing: an empty section or key named nothing at all.
+    #[test]
+    fn an_environment_variable_without_section_or_key_is_named() {
+        for name in ["PORTCULLIS___KEY", "PORTCULLIS_SERVER__", "PORTCULLIS____"] {
+            let mut env = BTreeMap::new();
+            env.insert(name.to_string(), "1".to_string());
+            assert_eq!(Config::from_toml_str(&base(), &env).unwrap_err().key, name);
+        }
+    }
+
+    #[test]
+    fn case_insensitive_routes_match_any_case() {
+        let text = format!(
+            "{}\n[[routes]]\npath = \"^/admin|^/ops$\"\ncase_insensitive = true\npolicy = \"deny\"\n",
+            base()
+        );
+        let c = parse(&text).unwrap();
+        let r = &c.routes[0];
+        for p in ["/admin", "/ADMIN/x", "/aDmIn", "/OPS"] {
+            assert!(r.path.is_match(p), "{p}");
+        }
+        assert!(!r.path.is_match("/opsx"));
+        let text = format!(
+            "{}\n[[routes]]\npath = \"^/\"\ncase_insensitive = \"yes\"\n",
+            base()
+        );
+        assert_eq!(err(&text).key, "routes[0].case_insensitive");
+        let c = parse(&format!("{}\n[[routes]]\npath = \"^/public/\"\n", base())).unwrap();
+        assert!(
+            !c.routes[0].path.is_match("/PUBLIC/x"),
+            "case matters by default"
+        );
     }
 
     #[test]

@@ -47,9 +47,18 @@ pub(super) struct RawServer {
     pub grace_period: Option<String>,
     pub header_read_timeout: Option<String>,
     pub prefix: Option<String>,
-    pub max_connections: NotYet,
+    pub max_connections: Option<Count>,
     pub shutdown_delay: NotYet,
-    pub keepalive_timeout: NotYet,
+    pub keepalive_timeout: Option<String>,
+}
+
+/// A count given as a TOML integer, or as a string of digits (which is what an environment variable
+/// override gives).
+#[derive(Deserialize)]
+#[serde(untagged)]
+pub(super) enum Count {
+    Number(i64),
+    Text(String),
 }
 
 #[derive(Deserialize)]
@@ -121,7 +130,7 @@ pub(super) struct RawRoute {
     pub upstream: Option<String>,
     pub allowed_groups: Option<Vec<String>>,
     pub host: NotYet,
-    pub case_insensitive: NotYet,
+    pub case_insensitive: Option<bool>,
 }
 
 /// `[access]`: who may pass after login.
@@ -174,9 +183,7 @@ impl RawConfig {
             }
         };
         let s = &self.server;
-        note("server.max_connections", &s.max_connections);
         note("server.shutdown_delay", &s.shutdown_delay);
-        note("server.keepalive_timeout", &s.keepalive_timeout);
         if let Some(u) = &self.upstream {
             note("upstream.ca_file", &u.ca_file);
             note("upstream.client_cert_file", &u.client_cert_file);
@@ -187,10 +194,6 @@ impl RawConfig {
         }
         for (i, r) in self.routes.iter().enumerate() {
             note(&format!("routes[{i}].host"), &r.host);
-            note(
-                &format!("routes[{i}].case_insensitive"),
-                &r.case_insensitive,
-            );
         }
         note("log.access_log", &self.log.access_log);
         keys

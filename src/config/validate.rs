@@ -12,8 +12,8 @@ use secrecy::{SecretBox, SecretString};
 use url::Url;
 
 use super::raw::{
-    RawAccess, RawApi, RawAssertion, RawConfig, RawLog, RawOidc, RawRoute, RawServer, RawSession,
-    RawUpstream,
+    Count, RawAccess, RawApi, RawAssertion, RawConfig, RawLog, RawOidc, RawRoute, RawServer,
+    RawSession, RawUpstream,
 };
 use super::{
     decode_secret, AccessConfig, ApiConfig, AssertionConfig, ClientAuthMethod, Config, ConfigError,
@@ -254,8 +254,31 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
             raw.header_read_timeout.as_deref(),
             "10s",
         )?,
+        keepalive_timeout: duration(
+            "server.keepalive_timeout",
+            raw.keepalive_timeout.as_deref(),
+            "60s",
+        )?,
+        max_connections: raw
+            .max_connections
+            .map(|c| count("server.max_connections", c))
+            .transpose()?,
         prefix,
     })
+}
+
+fn count(key: &str, value: Count) -> Result<usize> {
+    let n = match value {
+        Count::Number(n) => usize::try_from(n).ok(),
+        Count::Text(t) => t.trim().parse().ok(),
+    };
+    match n {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::new(
+            key,
+            "expected a whole number greater than zero",
+        )),
+    }
 }
 
 fn validate_upstream(raw: Option<RawUpstream>) -> Result<UpstreamConfig> {
@@ -851,7 +874,13 @@ fn validate_headers(raw: Option<toml::Table>) -> Result<HeadersConfig> {
 fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
     let key = |k: &str| format!("routes[{i}].{k}");
     let path_text = required(&key("path"), raw.path.as_ref())?;
-    let path = Regex::new(path_text).map_err(|e| {
+    // The flag travels inside the pattern, so every matcher built from `path.as_str()` keeps it.
+    let path_text = if raw.case_insensitive.unwrap_or(false) {
+        format!("(?i){path_text}")
+    } else {
+        path_text.to_string()
+    };
+    let path = Regex::new(&path_text).map_err(|e| {
         ConfigError::new(
             key("path"),
             format!("invalid regular expression: {}", one_line(&e.to_string())),

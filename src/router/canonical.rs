@@ -4,11 +4,14 @@
 //! served: `/public/../admin`, `/%61dmin`, `/public/..;/admin`, `//admin`. So the path is normalised once
 //! (RFC 3986 section 6.2.2) and that exact string is both matched by the route rules and sent upstream:
 //! - percent-encoded unreserved characters (`ALPHA DIGIT - . _ ~`) are decoded; every other escape is kept,
-//!   with upper-case hex, because decoding a reserved character would change the path's meaning;
+//!   with upper-case hex, because decoding a reserved character would change the path's meaning; raw
+//!   UTF-8 and spaces are encoded, so a path has one spelling whichever way the client wrote it;
 //! - dot-segments are resolved (section 5.2.4) and runs of `/` folded into one;
 //! - anything whose meaning is ambiguous is refused rather than guessed at: an encoded `/` or `\`, a raw
-//!   `\`, a NUL or other control character, an invalid escape, a dot-segment carrying parameters (`..;`,
-//!   which servlet containers read as `..`), a path that is not origin-form.
+//!   `\`, a NUL or other control character, an invalid escape, a path that is not origin-form, and a
+//!   segment with parameters whose name is `.` or `..` (`/..;/`, which servlet containers read as `..`)
+//!   or empty (`/;x/admin`, which Tomcat, Jetty and Spring read as `/admin`). A parameter delimiter
+//!   written `%3B` counts as `;` here, since some containers decode it before cutting parameters.
 //!
 //! The query is never part of the canonical path: rules match the path only.
 
@@ -29,6 +32,8 @@ pub enum PathError {
     InvalidEscape,
     #[error("a dot-segment with parameters (\"..;\") is ambiguous")]
     DotSegmentParameters,
+    #[error("a segment with parameters but no name (\"/;x/\") is ambiguous")]
+    EmptySegmentParameters,
 }
 
 fn is_unreserved(b: u8) -> bool {
@@ -42,6 +47,14 @@ fn hex(b: u8) -> Option<u8> {
         b'A'..=b'F' => Some(b - b'A' + 10),
         _ => None,
     }
+}
+
+/// Append `%XX` with upper-case hex.
+fn push_escape(out: &mut String, b: u8) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    out.push('%');
+    out.push(char::from(HEX[usize::from(b >> 4)]));
+    out.push(char::from(HEX[usize::from(b & 15)]));
 }
 
 /// Whether `path` is already canonical, checked without allocating: the common case on the hot path.
@@ -60,12 +73,26 @@ fn is_canonical(path: &[u8]) -> bool {
                     return false;
                 }
             }
-            _ if b < 0x20 || b == 0x7f => return false,
+            // Controls are refused, a space or a byte beyond ASCII is encoded: both by the slow path.
+            _ if b <= 0x20 || b >= 0x7f => return false,
             _ => {}
         }
         prev = b;
     }
     true
+}
+
+/// The part of a segment before its parameters, when it has any: up to the first `;`, or `%3B` (escapes
+/// are upper-case by now).
+fn name_before_parameters(segment: &str) -> Option<&str> {
+    let raw = segment.find(';');
+    let encoded = segment.find("%3B");
+    let cut = match (raw, encoded) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => return None,
+    };
+    Some(&segment[..cut])
 }
 
 /// The canonical form of an origin-form request path.
@@ -96,19 +123,18 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
                     b'/' | b'\\' => return Err(PathError::EncodedSeparator),
                     0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
                     v if is_unreserved(v) => decoded.push(char::from(v)),
-                    v => {
-                        const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                        decoded.push('%');
-                        decoded.push(char::from(HEX[usize::from(v >> 4)]));
-                        decoded.push(char::from(HEX[usize::from(v & 15)]));
-                    }
+                    v => push_escape(&mut decoded, v),
                 }
                 i += 3;
             }
             b'\\' => return Err(PathError::Backslash),
             0..=0x1f | 0x7f => return Err(PathError::ControlCharacter),
-            // The http crate only admits visible ASCII in a path; anything else is refused the same way.
-            0x80..=0xff => return Err(PathError::ControlCharacter),
+            // The http crate admits UTF-8 in a path: its bytes are encoded, so `/café` and
+            // `/caf%C3%A9` are one path, matched in the encoded form either way.
+            b' ' | 0x80..=0xff => {
+                push_escape(&mut decoded, b);
+                i += 1;
+            }
             _ => {
                 decoded.push(char::from(b));
                 i += 1;
@@ -121,9 +147,12 @@ pub fn canonicalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut segments: Vec<&str> = Vec::new();
     let mut last_was_dot = false;
     for seg in decoded.split('/') {
-        let name = seg.split(';').next().unwrap_or(seg);
-        if seg.contains(';') && (name == "." || name == "..") {
-            return Err(PathError::DotSegmentParameters);
+        if let Some(name) = name_before_parameters(seg) {
+            match name {
+                "" => return Err(PathError::EmptySegmentParameters),
+                "." | ".." => return Err(PathError::DotSegmentParameters),
+                _ => {}
+            }
         }
         last_was_dot = false;
         match seg {
@@ -190,6 +219,19 @@ mod tests {
         assert_eq!(c("/a%4"), Err(PathError::InvalidEscape));
         assert_eq!(c("/public/..;/admin"), Err(PathError::DotSegmentParameters));
         assert_eq!(c("/public/.;x/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(c("/..%3B/admin"), Err(PathError::DotSegmentParameters));
+        assert_eq!(c("/.%3bx/admin"), Err(PathError::DotSegmentParameters));
+        for p in [
+            "/;x/admin",
+            "/;/admin",
+            "/;",
+            "/a/;",
+            "/a//;x/b",
+            "/%3Bx/admin",
+            "/%3b/admin",
+        ] {
+            assert_eq!(c(p), Err(PathError::EmptySegmentParameters), "{p}");
+        }
         assert_eq!(c("*"), Err(PathError::NotAbsolute));
         assert_eq!(c(""), Err(PathError::NotAbsolute));
     }
@@ -199,7 +241,28 @@ mod tests {
         assert_eq!(c("/a%3fb").unwrap(), "/a%3Fb");
         assert_eq!(c("/a%25b").unwrap(), "/a%25b");
         assert_eq!(c("/caf%c3%a9").unwrap(), "/caf%C3%A9");
+        // Raw UTF-8 (which the http crate admits) is one path with its encoded form.
+        assert_eq!(c("/caf\u{e9}").unwrap(), "/caf%C3%A9");
+        assert_eq!(c("/a b").unwrap(), "/a%20b");
         assert_eq!(c("/a;b=c/d").unwrap(), "/a;b=c/d");
+        assert_eq!(c("/a;jsessionid=1").unwrap(), "/a;jsessionid=1");
+        assert_eq!(c("/a%3bb").unwrap(), "/a%3Bb");
+        assert_eq!(c("/...;x/a").unwrap(), "/...;x/a");
+    }
+
+    /// Paths made of the pieces path confusion is made of: dot-segments plain and encoded,
+    /// separators plain and encoded, parameters, escapes valid and not.
+    fn arb_path() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            6 => prop::sample::select(vec![
+                "/", "//", ".", "..", "%2e", "%2E", "%2e%2e", ".%2E", "%2f", "%2F", "%5c", "%5C", "\\",
+                ";", ";x", "%3b", "%3B", "a", "A", "%41", "%61", "~", "%7e", "%", "%z", "%4", "%00",
+                "%0a", "%25", "%3F", "%C3%A9", "admin", "public",
+            ])
+            .prop_map(str::to_string),
+            1 => any::<char>().prop_map(String::from),
+        ];
+        prop::collection::vec(piece, 0..16).prop_map(|p| format!("/{}", p.concat()))
     }
 
     proptest! {
@@ -211,6 +274,36 @@ mod tests {
                 prop_assert!(once.starts_with('/'));
                 prop_assert!(!once.contains("//"));
                 prop_assert!(!once.split('/').any(|s| s == ".." || s == "."));
+            }
+        }
+
+        /// Canonical output is a fixed point and carries none of what makes a path ambiguous: no
+        /// `//`, no dot-segment, no encoded separator, no escape of an unreserved character, no
+        /// lower-case escape, no parameters on an empty or dot name, nothing but visible ASCII.
+        #[test]
+        fn canonical_paths_are_fixed_points_without_ambiguity(path in arb_path()) {
+            let Ok(once) = canonicalize(&path) else { return Ok(()) };
+            let twice = c(&once).expect("canonical output is valid input");
+            prop_assert_eq!(once.as_ref(), twice.as_str());
+            prop_assert!(once.starts_with('/'));
+            prop_assert!(!once.contains("//"), "{}", once);
+            prop_assert!(once.bytes().all(|b| b.is_ascii_graphic()), "{}", once);
+            let upper = once.to_ascii_uppercase();
+            prop_assert!(!upper.contains("%2F") && !upper.contains("%5C"), "{}", once);
+            prop_assert!(!once.contains('\\'));
+            for seg in once.split('/').skip(1) {
+                prop_assert!(seg != "." && seg != "..", "{}", once);
+                if let Some(name) = name_before_parameters(seg) {
+                    prop_assert!(!matches!(name, "" | "." | ".."), "{}", once);
+                }
+            }
+            let bytes = once.as_bytes();
+            for (i, _) in once.match_indices('%') {
+                let (h, l) = (bytes[i + 1], bytes[i + 2]);
+                prop_assert!(h.is_ascii_hexdigit() && l.is_ascii_hexdigit());
+                prop_assert!(!h.is_ascii_lowercase() && !l.is_ascii_lowercase(), "{}", once);
+                let v = hex(h).unwrap() * 16 + hex(l).unwrap();
+                prop_assert!(!is_unreserved(v), "{}", once);
             }
         }
     }

@@ -15,6 +15,8 @@
 pub mod cache;
 mod claims;
 mod cookies;
+#[cfg(feature = "fuzzing")]
+pub(crate) mod fuzz;
 mod header;
 mod payload;
 mod seal;

@@ -306,6 +306,26 @@ mod tests {
             }
         }
 
+        /// Sealing round-trips, and flipping any one bit of the sealed bytes (version, nonce,
+        /// ciphertext or tag), or opening under another name, reads as nothing.
+        #[test]
+        fn seal_open_round_trips_and_any_flipped_bit_fails(
+            plain in prop::collection::vec(any::<u8>(), 0..300),
+            aad in prop::collection::vec(any::<u8>(), 0..24),
+            bit in any::<prop::sample::Index>(),
+        ) {
+            let [ring, _] = rings(&[9; 32], &[]);
+            let sealed = seal(&ring, &aad, &plain);
+            prop_assert_eq!(open(&ring, &aad, &sealed), Some(plain.clone()));
+            let mut raw = URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+            let at = bit.index(raw.len() * 8);
+            raw[at / 8] ^= 1 << (at % 8);
+            prop_assert_eq!(open(&ring, &aad, &URL_SAFE_NO_PAD.encode(&raw)), None);
+            let mut other = aad.clone();
+            other.push(0);
+            prop_assert_eq!(open(&ring, &other, &sealed), None);
+        }
+
         #[test]
         fn encode_decode_round_trips(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
             let text = URL_SAFE_NO_PAD.encode(&bytes);

@@ -142,6 +142,16 @@ impl LoginCookies {
     pub(super) fn keys(&self) -> &KeyRing {
         &self.keys
     }
+
+    /// A `Cookie` header value carrying `plain` as the login state of `state` (fuzzing).
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn fuzz_header(&self, state: &str, plain: &[u8]) -> String {
+        let name = self.cookie_name(state);
+        let mut buf = seal::plaintext_buffer(plain.len());
+        buf.extend_from_slice(plain);
+        let text = self.keys.seal(name.as_bytes(), buf).unwrap_or_default();
+        format!("{name}={text}")
+    }
 }
 
 pub(super) fn seal_json<T: Serialize>(

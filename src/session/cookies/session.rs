@@ -166,6 +166,30 @@ impl SessionCookie {
     pub(super) fn keys(&self) -> &KeyRing {
         &self.keys
     }
+
+    /// A `Cookie` header value carrying `plain` sealed and chunked as `write` does (fuzzing).
+    #[cfg(feature = "fuzzing")]
+    pub(super) fn fuzz_header(&self, plain: &[u8]) -> Option<String> {
+        let mut buf = seal::plaintext_buffer(plain.len());
+        buf.extend_from_slice(plain);
+        let text = self.keys.seal(self.name.as_bytes(), buf).ok()?;
+        if text.len() <= CHUNK_LEN {
+            return Some(format!("{}={text}", self.name));
+        }
+        let chunks: Vec<String> = text
+            .as_bytes()
+            .chunks(CHUNK_LEN)
+            .enumerate()
+            .map(|(i, chunk)| {
+                format!(
+                    "{}{i}={}",
+                    self.chunk_prefix,
+                    String::from_utf8_lossy(chunk)
+                )
+            })
+            .collect();
+        Some(chunks.join("; "))
+    }
 }
 
 /// The session cookie values found in one request.

@@ -89,6 +89,7 @@ fi
 # The advisory database is a git repository on GitHub. When it cannot be fetched, the other checks
 # still run, and the run says loudly that advisories were not checked; under CI (CI set) that fails
 # the run. A copy fetched earlier is used (its age shown), never passed off as current.
+mkdir -p target
 if cargo deny fetch db >target/deny-fetch.log 2>&1; then
   cargo deny --offline check advisories bans licenses sources
 else

@@ -24,6 +24,7 @@ use crate::config::{ClientAuthMethod, Config};
 use crate::identity::IdentityMapping;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::policy::{AccessPolicy, GroupRule};
+use crate::proxy::tls::Connectors;
 use crate::proxy::{Pool, Proxy, Upstream};
 use crate::router::Router;
 use crate::session::store::{CookieStore, RedisStore, SessionKey};
@@ -197,6 +198,7 @@ impl Snapshot {
             &previous,
         )
         .map_err(|e| format!("session: {e}"))?;
+        pools.use_tls(&config)?;
         let mut upstreams = vec![pools.upstream(&config.upstream.url)];
         let mut route_slots = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -278,21 +280,52 @@ impl Snapshot {
     }
 }
 
-/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections.
+/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections. The
+/// pools of `https://` upstreams are made with the TLS settings in force; new settings (another
+/// `upstream.ca_file` or client certificate) start new pools.
 #[derive(Default)]
 struct Pools {
     by_origin: Mutex<HashMap<String, Pool>>,
+    /// The TLS settings' fingerprint and their connectors, while any upstream is `https://`.
+    tls: Mutex<Option<([u8; 32], Arc<Connectors>)>>,
 }
 
 impl Pools {
+    /// Make the connectors of `config`'s TLS settings the ones new pools use.
+    fn use_tls(&self, config: &Config) -> Result<(), String> {
+        let https = std::iter::once(&config.upstream.url)
+            .chain(config.routes.iter().filter_map(|r| r.upstream.as_ref()))
+            .any(|u| u.scheme() == "https");
+        let wanted = https.then(|| crate::proxy::tls::fingerprint(&config.upstream.tls));
+        let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().map(|(f, _)| *f) == wanted {
+            return Ok(());
+        }
+        *current = match wanted {
+            None => None,
+            Some(f) => Some((f, Arc::new(Connectors::new(&config.upstream.tls)?))),
+        };
+        self.by_origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|origin, _| !origin.starts_with("https:"));
+        Ok(())
+    }
+
     fn upstream(&self, url: &Url) -> Upstream {
         let origin = url.origin().ascii_serialization();
+        let connectors = self
+            .tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, c)| c.clone());
         let pool = self
             .by_origin
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(origin)
-            .or_insert_with(|| Pool::new(url))
+            .or_insert_with(|| Pool::new(url, connectors))
             .clone();
         Upstream::with_pool(url, pool)
     }

@@ -11,7 +11,7 @@
 //! Handlers get both as a [`Ctx`] and never reach for a global.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -45,6 +45,8 @@ pub struct Runtime {
     pools: Pools,
     snapshot: ArcSwap<Snapshot>,
     generations: AtomicU64,
+    /// Set once shutdown has begun: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// What a handler works with: the runtime, and the snapshot its request started under.
@@ -82,7 +84,18 @@ impl Runtime {
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
             generations: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Shutdown has begun: readiness is withdrawn so that load balancers stop sending.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The snapshot in force: a request keeps the one it started with.

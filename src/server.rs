@@ -9,9 +9,12 @@
 //! When accepting fails for want of resources (EMFILE and the like), the loop pauses, doubling the
 //! pause from 10 ms up to 1 s, and says so in the log at most once every 10 seconds.
 //!
-//! Shutdown: when the shutdown future completes, the listener is closed (new connections are refused),
-//! idle keep-alive connections are closed, in-flight requests run to completion, and after
-//! `server.grace_period` whatever is left is dropped.
+//! Shutdown: when the shutdown future completes, `/readyz` answers 503 at once and the listener keeps
+//! accepting for `server.shutdown_delay`, so load balancers and Kubernetes endpoints stop sending before
+//! connections are refused. Then the listener is closed (new connections are refused), idle keep-alive
+//! connections are closed, in-flight requests run to completion, and after `server.grace_period`
+//! whatever is left is dropped. Both durations are read from the configuration in force when they
+//! apply, so a reload changes them.
 
 mod deadline;
 
@@ -205,7 +208,19 @@ pub async fn serve(
     let (stop_tx, stop_rx) = watch::channel(());
     let mut accept_errors = AcceptErrors::new();
     let mut refusals = Throttle::new(LOG_EVERY);
-    tokio::pin!(shutdown);
+    // Readiness goes at once; the listener stays open for the delay (SPEC: SIGTERM).
+    let stop = async {
+        shutdown.await;
+        rt.start_draining();
+        let delay = rt.snapshot().config.server.shutdown_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                "shutting down: /readyz answers 503; still accepting for {delay:?} (server.shutdown_delay)"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::pin!(stop);
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -218,13 +233,13 @@ pub async fn serve(
                     if let Some(pause) = accept_errors.failed(&e) {
                         tokio::select! {
                             () = tokio::time::sleep(pause) => {}
-                            () = &mut shutdown => break,
+                            () = &mut stop => break,
                         }
                     }
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             if let Some(held_back) = refusals.allow() {
@@ -250,15 +265,15 @@ pub async fn serve(
     }
 
     drop(listener);
+    let grace_period = rt.snapshot().config.server.grace_period;
     tracing::info!(
-        "shutting down: no new connections; waiting up to {:?} for in-flight requests",
-        server.grace_period
+        "shutting down: no new connections; waiting up to {grace_period:?} for in-flight requests"
     );
     let _ = stop_tx.send(());
     drop(stop_rx);
     tokio::select! {
         () = stop_tx.closed() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(server.grace_period) => {
+        () = tokio::time::sleep(grace_period) => {
             tracing::warn!("grace period over; dropping the remaining connections");
         }
     }

@@ -76,6 +76,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
+    /// After SIGTERM: how long the listener keeps accepting (with `/readyz` at 503) before it closes.
+    pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
     /// How long a connection may wait between requests.
     pub keepalive_timeout: Duration,
@@ -508,6 +510,18 @@ secret = "{SECRET}"
         ));
         assert_eq!(e.key, "routes[0].host");
         assert!(e.message.contains("not available yet"), "{e}");
+    }
+
+    #[test]
+    fn shutdown_delay_defaults_to_none_and_may_be_set() {
+        assert_eq!(
+            parse(&base()).unwrap().server.shutdown_delay,
+            Duration::ZERO
+        );
+        let c = parse(&base().replace("[server]", "[server]\nshutdown_delay = \"5s\"")).unwrap();
+        assert_eq!(c.server.shutdown_delay, Duration::from_secs(5));
+        let e = err(&base().replace("[server]", "[server]\nshutdown_delay = \"soon\""));
+        assert_eq!(e.key, "server.shutdown_delay");
     }
 
     #[test]

@@ -48,7 +48,7 @@ pub(super) struct RawServer {
     pub header_read_timeout: Option<String>,
     pub prefix: Option<String>,
     pub max_connections: Option<Count>,
-    pub shutdown_delay: NotYet,
+    pub shutdown_delay: Option<String>,
     pub keepalive_timeout: Option<String>,
 }
 
@@ -182,7 +182,6 @@ impl RawConfig {
                 keys.push(key.to_string());
             }
         };
-        note("server.shutdown_delay", &self.server.shutdown_delay);
         if let Some(s) = &self.session {
             note("session.cookie_domain", &s.cookie_domain);
         }

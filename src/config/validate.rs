@@ -67,6 +67,19 @@ fn http_url(key: &str, value: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// A duration that may be zero (`"0s"`): a delay that can be switched off.
+fn duration_or_zero(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
+    let text = value.unwrap_or(default);
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!(
+                "invalid duration {text:?} ({e}); use a string such as \"0s\", \"5s\" or \"1m\""
+            ),
+        )
+    })
+}
+
 fn upstream_url(key: &str, value: &str) -> Result<Url> {
     let url = http_url(key, value)?;
     if url.query().is_some() {
@@ -260,6 +273,11 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
         tls,
         trusted_proxies,
         grace_period: duration("server.grace_period", raw.grace_period.as_deref(), "30s")?,
+        shutdown_delay: duration_or_zero(
+            "server.shutdown_delay",
+            raw.shutdown_delay.as_deref(),
+            "0s",
+        )?,
         header_read_timeout: duration(
             "server.header_read_timeout",
             raw.header_read_timeout.as_deref(),

@@ -87,17 +87,23 @@ impl RunningGateway {
     }
 }
 
-/// The runtime and TLS acceptor for `config`, with the provider loader started.
-fn prepare(config: Config) -> Result<(Arc<Runtime>, Option<tokio_rustls::TlsAcceptor>), String> {
-    let tls = config
+/// The runtime and the listener's certificates for `config`, with the provider loader and the
+/// certificate watcher started.
+fn prepare(
+    config: Config,
+) -> Result<(Arc<Runtime>, Option<Arc<server::tls::Certificates>>), String> {
+    let certs = config
         .server
         .tls
         .as_ref()
-        .map(server::tls_acceptor)
+        .map(server::tls::Certificates::load)
         .transpose()?;
     let rt = Runtime::new(config)?;
     rt.provider.spawn_loader();
-    Ok((rt, tls))
+    if let Some(certs) = &certs {
+        certs.watch();
+    }
+    Ok((rt, certs))
 }
 
 /// Build the gateway from `config` and serve on `listener` until `shutdown` completes.
@@ -106,7 +112,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let (rt, tls) = prepare(config)?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
     server::serve(rt, listener, tls, shutdown).await;
     Ok(())
 }
@@ -114,7 +121,8 @@ pub async fn run(
 /// Start the gateway on `listener` in a background task.
 pub fn spawn(config: Config, listener: TcpListener) -> Result<RunningGateway, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (rt, tls) = prepare(config)?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = rt.clone();
     let task = tokio::spawn(async move {

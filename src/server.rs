@@ -17,6 +17,7 @@
 //! apply, so a reload changes them.
 
 mod deadline;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -432,37 +433,10 @@ impl AsyncWrite for ClientStream {
     }
 }
 
-/// A rustls acceptor for the configured certificate chain and key, offering h2 and http/1.1 by ALPN.
+/// A rustls acceptor for the configured certificate chain and key, offering h2 and http/1.1 by ALPN;
+/// the certificate is read once (see [`tls::Certificates`] for one that follows its files).
 pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let certs = CertificateDer::pem_file_iter(&files.cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            format!(
-                "server.tls_cert_file: cannot read certificates from {}: {e}",
-                files.cert_file.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "server.tls_cert_file: no certificate in {}",
-            files.cert_file.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| {
-        format!(
-            "server.tls_key_file: cannot read a private key from {}: {e}",
-            files.key_file.display()
-        )
-    })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("server.tls_key_file: the key does not fit the certificate: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(tls::Certificates::load(files)?.acceptor())
 }
 
 #[cfg(test)]

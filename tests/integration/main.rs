@@ -17,6 +17,7 @@ mod login;
 mod node;
 mod proxy;
 mod redis;
+mod reload;
 mod routes;
 mod runtime;
 mod servers;

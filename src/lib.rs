@@ -14,8 +14,8 @@
 //!
 //! `runtime` holds what lives as long as the process (provider, session store and cache, upstream
 //! pools) apart from the snapshot built from the configuration (routes, header rules, cookie codec),
-//! which a reload swaps whole. Errors: every failure is a `GatewayError`, rendered in one place
-//! (`error`).
+//! which a reload swaps whole (`reload`, on `SIGHUP`). Errors: every failure is a `GatewayError`,
+//! rendered in one place (`error`).
 
 // The request's future nests every phase, the session store and the proxy: deeper than the compiler's
 // default when it computes that future's layout.
@@ -36,6 +36,7 @@ pub mod phases;
 pub mod policy;
 pub mod proxy;
 pub mod refresh;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;
@@ -44,6 +45,7 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -115,6 +117,23 @@ pub async fn run(
     let (rt, certs) = prepare(config)?;
     let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
     server::serve(rt, listener, tls, shutdown).await;
+    Ok(())
+}
+
+/// [`run`] for a configuration read from `path`: on `SIGHUP` the file is read again and applied
+/// (`reload`). The handler is in place before anything is served.
+pub async fn run_reloadable(
+    config: Config,
+    path: PathBuf,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let hangups = reload::Hangups::install()?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
+    let reloader = tokio::spawn(hangups.serve(rt.clone(), path, certs));
+    server::serve(rt, listener, tls, shutdown).await;
+    reloader.abort();
     Ok(())
 }
 

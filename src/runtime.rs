@@ -108,8 +108,14 @@ impl Runtime {
     /// the listener, the store) keep their running values; their names are returned so the caller
     /// can say that they need a restart.
     pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
+        let mut config = config;
         let current = self.snapshot();
         let restart = needs_restart(&current.config, &config);
+        // The provider's redirect URI is built on the running prefix: the routes keep it too.
+        config
+            .server
+            .prefix
+            .clone_from(&current.config.server.prefix);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(config, generation, &self.pools)?;
         // A new assertion key signs from now on; the old one stays published for as long as what it
@@ -362,6 +368,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|s| s.expose_secret().to_string())
     };
+    let private_key =
+        |c: &crate::config::OidcConfig| c.private_key.as_ref().map(|k| k.expose_secret().clone());
     let redis = |c: &Config| {
         c.session.redis.as_ref().map(|r| {
             (
@@ -373,8 +381,16 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             )
         })
     };
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 20] = [
         ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.public_url",
+            old.server.public_url != new.server.public_url,
+        ),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
         (
             "server.tls_cert_file",
             old.server.tls.as_ref().map(|t| (&t.cert_file, &t.key_file))
@@ -385,6 +401,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("oidc.client_id", o.client_id != n.client_id),
         ("oidc.client_auth", o.client_auth != n.client_auth),
         ("oidc.client_secret", secret(o) != secret(n)),
+        (
+            "oidc.private_key_file",
+            private_key(o) != private_key(n) || o.private_key_id != n.private_key_id,
+        ),
         ("oidc.scopes", o.scopes != n.scopes || o.pkce != n.pkce),
         ("oidc endpoints", endpoints(o) != endpoints(n)),
         ("session.store", old.session.store != new.session.store),
@@ -393,6 +413,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "oidc.extra_auth_params",
             o.extra_auth_params != n.extra_auth_params,
         ),
+        ("oidc.clock_skew", o.clock_skew != n.clock_skew),
+        ("oidc.http_timeout", o.http_timeout != n.http_timeout),
+        (
+            "oidc.jwks_refetch_interval",
+            o.jwks_refetch_interval != n.jwks_refetch_interval,
+        ),
+        ("log.format", old.log.format != new.log.format),
+        ("log.level", old.log.level != new.log.level),
     ];
     checks
         .into_iter()

@@ -13,8 +13,8 @@
 //! accepting for `server.shutdown_delay`, so load balancers and Kubernetes endpoints stop sending before
 //! connections are refused. Then the listener is closed (new connections are refused), idle keep-alive
 //! connections are closed, in-flight requests run to completion, and after `server.grace_period`
-//! whatever is left is dropped. Both durations are read from the configuration in force when they
-//! apply, so a reload changes them.
+//! whatever is left is dropped. Both durations, and the connection time limits, are read from the
+//! configuration in force when they apply, so a reload changes them.
 
 mod deadline;
 pub mod tls;
@@ -181,9 +181,6 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Listener-level settings are read once: a reload does not rebuild the listener.
-    let snapshot = rt.snapshot();
-    let server = &snapshot.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -200,11 +197,8 @@ pub async fn serve(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let limits = Limits {
-        header_read: server.header_read_timeout,
-        keepalive: server.keepalive_timeout,
-    };
-    let max = max_connections(server.max_connections);
+    // Read once: a reload does not resize the connection slots.
+    let max = max_connections(rt.snapshot().config.server.max_connections);
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(());
     let mut accept_errors = AcceptErrors::new();
@@ -253,6 +247,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let limits = {
+            let snapshot = rt.snapshot();
+            Limits {
+                header_read: snapshot.config.server.header_read_timeout,
+                keepalive: snapshot.config.server.keepalive_timeout,
+            }
+        };
         tokio::spawn(serve_connection(Connection {
             rt: rt.clone(),
             builder: builder.clone(),

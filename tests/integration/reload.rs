@@ -1,15 +1,194 @@
-//! Changing a running gateway: the listener's certificate is re-read when its files change.
+//! Changing a running gateway: `SIGHUP` re-reads `gateway.toml` (the real binary), and the listener's
+//! certificate is re-read when its files change.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions};
+use http_body_util::{BodyExt as _, Empty};
+use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
-use crate::browser::{log_text, logs};
+use crate::browser::{log_text, logs, wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
 use crate::servers::TestCa;
 use crate::support::*;
+
+/// The public URL the provider knows; the gateway listens elsewhere (the binary picks its port), and
+/// the browser is sent there: cookies are per host, not per port.
+const PUBLIC_URL: &str = "http://localhost:1";
+
+fn binary_toml(provider: &DevProvider, upstream: &str, routes: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "{PUBLIC_URL}"
+grace_period = "10s"
+[upstream]
+url = "{upstream}"
+[oidc]
+issuer = "{}"
+client_id = "{CLIENT_ID}"
+client_secret = {:?}
+[session]
+secret = "{SECRET}"
+{routes}
+"#,
+        provider.issuer(),
+        AWKWARD_SECRET
+    )
+}
+
+/// GET `path` on an open HTTP/1.1 connection; the status and body.
+async fn get_on(
+    conn: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+    path: &str,
+) -> (u16, String) {
+    conn.ready()
+        .await
+        .expect("the kept-alive connection is still open");
+    let r = conn
+        .send_request(
+            http::Request::get(path)
+                .header("host", "localhost")
+                .header("accept", "application/json")
+                .body(Empty::new())
+                .unwrap(),
+        )
+        .await
+        .expect("the kept-alive connection answers");
+    let status = r.status().as_u16();
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8_lossy(&body).to_string())
+}
+
+#[tokio::test]
+async fn sighup_applies_a_new_configuration_without_dropping_anything() {
+    let provider = DevProvider::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        DevProviderOptions {
+            clients: vec![DevClient {
+                client_id: CLIENT_ID.into(),
+                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+                redirect_uris: vec![format!("{PUBLIC_URL}/oauth2/callback")],
+            }],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let up = TestUpstream::start("app").await;
+    let routes = "[[routes]]\npath = \"^/hold\"\npolicy = \"public\"\n\
+                  [[routes]]\npath = \"^/old\"\npolicy = \"public\"\n";
+    let first = binary_toml(&provider, &up.url(), routes);
+    let mut gw = GatewayProcess::start(&first).await;
+    let base = format!("http://localhost:{}", gw.addr.port());
+    wait_ready(&base).await;
+
+    // A signed-in browser.
+    let b = Browser::new();
+    let authorize = b.redirect_from(&format!("{base}/private")).await;
+    let callback = b
+        .provider_login(&authorize, "alice")
+        .await
+        .replacen(PUBLIC_URL, &base, 1);
+    assert_eq!(b.redirect_from(&callback).await, format!("{base}/private"));
+    assert_eq!(b.get(&format!("{base}/private")).await.status(), 200);
+
+    // A kept-alive connection, used before and after the reload.
+    let (mut conn, driver) = hyper::client::conn::http1::handshake(TokioIo::new(
+        TcpStream::connect(gw.addr).await.unwrap(),
+    ))
+    .await
+    .unwrap();
+    tokio::spawn(driver);
+    assert_eq!(get_on(&mut conn, "/old").await, (200, "app /old".into()));
+
+    // A slow request in flight across the reload.
+    let hold = format!("http://{}/hold", gw.addr);
+    let in_flight = tokio::spawn(async move { client().get(hold).send().await });
+    up.hold_arrived.notified().await;
+
+    // The new file: /old denied, another header mapping, and a key that needs a restart.
+    let second = binary_toml(
+        &provider,
+        &up.url(),
+        "[[routes]]\npath = \"^/hold\"\npolicy = \"public\"\n\
+         [[routes]]\npath = \"^/old\"\npolicy = \"deny\"\n\
+         [headers]\n\"X-Who\" = \"email\"\n",
+    )
+    .replace(
+        "grace_period = \"10s\"",
+        "grace_period = \"10s\"\nmax_connections = 5000",
+    );
+    std::fs::write(gw.config_path(), &second).unwrap();
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(20), || gw
+            .logs()
+            .contains("take effect only after a restart"))
+        .await,
+        "no reload was logged"
+    );
+    assert!(
+        gw.logs().contains("server.max_connections"),
+        "{}",
+        gw.logs()
+    );
+
+    // The same connection now follows the new routes.
+    let (status, _) = get_on(&mut conn, "/old").await;
+    assert_eq!(
+        status, 403,
+        "the kept-alive connection still used the old routes"
+    );
+    // The session survived, and its identity goes out under the new mapping.
+    assert_eq!(b.get(&format!("{base}/private")).await.status(), 200);
+    let seen = up.last().headers;
+    assert_eq!(seen["x-who"], "alice@example.com");
+    assert!(!seen.contains_key("x-forwarded-user"));
+    // The slow request finishes.
+    up.release();
+    let r = in_flight
+        .await
+        .unwrap()
+        .expect("the in-flight request completes");
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "released");
+
+    // A file that does not validate is refused, saying why, and the running configuration stays.
+    let broken = second.replace("[upstream]\n", "[upstream]\ntimeout = \"soon\"\n");
+    std::fs::write(gw.config_path(), broken).unwrap();
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(20), || gw
+            .logs()
+            .contains("configuration reload refused"))
+        .await,
+        "the refusal was not logged"
+    );
+    assert!(gw.logs().contains("upstream.timeout"), "{}", gw.logs());
+    assert_eq!(get_on(&mut conn, "/old").await.0, 403);
+    assert_eq!(b.get(&format!("{base}/private")).await.status(), 200);
+    assert_eq!(up.last().headers["x-who"], "alice@example.com");
+    assert!(gw.child.try_wait().unwrap().is_none(), "the gateway exited");
+
+    // The first file again: back to the first routes.
+    std::fs::write(gw.config_path(), &first).unwrap();
+    gw.signal("HUP");
+    let mut status = 0;
+    for _ in 0..200 {
+        status = get_on(&mut conn, "/old").await.0;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 200, "the second reload was not applied");
+}
 
 /// A rustls client trusting `ca`: the end-entity certificate a new connection to `addr` is served.
 async fn served_certificate(addr: std::net::SocketAddr, ca: &TestCa) -> Vec<u8> {

@@ -82,6 +82,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Prefix of the gateway's own endpoints, `/oauth2` unless configured; never ends with `/`.
     pub prefix: String,
+    /// Where `GET /metrics` is served when not on `listen`: a listener of its own that answers
+    /// `/metrics`, `/healthz` and `/readyz` only (and the main listener answers `/metrics` with 404).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -288,6 +291,8 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// One line per request (`telemetry::access_log`).
+    pub access_log: bool,
 }
 
 /// Environment variables that override configuration keys start with this.

@@ -22,3 +22,4 @@ mod runtime;
 mod servers;
 mod sessions;
 mod support;
+mod telemetry;

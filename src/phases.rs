@@ -120,6 +120,11 @@ pub(crate) async fn handle(
         Err(Answer::Respond(response)) => *response,
         Err(Answer::Fail(e)) => {
             noted.upstream_error = e.upstream;
+            // The failure's log line names the request, as its access line does (a span only on
+            // this path: a request that succeeds pays nothing for it).
+            let _request =
+                tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"))
+                    .entered();
             e.into_response(api)
         }
     };

@@ -945,6 +945,15 @@ level = "trace"
         .expect("the access line of the gateway's request id");
     assert_eq!(made["sub"], alice.sub);
     assert_eq!(made["path"], "/private");
+    // The failed callback's own line names its request too.
+    let failed = lines
+        .iter()
+        .find(|l| l["target"] == "portcullis::error" && l["status"] == 400)
+        .expect("the failed callback's line");
+    let failed_id = failed["span"]["request_id"].as_str().unwrap();
+    assert!(access
+        .iter()
+        .any(|l| l["request_id"] == failed_id && l["path"] == "/oauth2/callback"));
     let callback_line = access
         .iter()
         .find(|l| l["path"] == "/oauth2/callback" && l["status"] == 302)

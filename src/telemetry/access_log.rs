@@ -12,6 +12,7 @@
 //! gateway passes it upstream, returns it on every response (its own too: 302, 401, 403, 502...) and
 //! logs it, so one id finds a request in the client's, the gateway's and the application's logs.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,19 +46,56 @@ pub fn is_sane(id: &[u8]) -> bool {
         })
 }
 
+/// Random bytes for request ids, drawn from the system's generator 4 KiB at a time per thread: one
+/// call costs about as much as the rest of a request's own work, and an id needs to be unique, not
+/// secret. Each byte is used once.
+struct Pool {
+    bytes: [u8; 4096],
+    used: usize,
+}
+
+thread_local! {
+    static POOL: RefCell<Pool> = const {
+        RefCell::new(Pool {
+            bytes: [0; 4096],
+            used: 4096,
+        })
+    };
+}
+
+/// 16 random bytes (see [`Pool`]).
+fn random16() -> [u8; 16] {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.used + 16 > pool.bytes.len() {
+            if aws_lc_rs::rand::fill(&mut pool.bytes).is_err() {
+                return unique16();
+            }
+            pool.used = 0;
+        }
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&pool.bytes[pool.used..pool.used + 16]);
+        pool.used += 16;
+        out
+    })
+}
+
+/// When the system's random source fails (never seen in practice): an id unique within this process
+/// is still an id.
+fn unique16() -> [u8; 16] {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&nanos.to_be_bytes());
+    bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    bytes
+}
+
 /// A random UUID (RFC 9562 version 4) as a header value.
 fn generate() -> HeaderValue {
-    let mut bytes = [0u8; 16];
-    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
-        // The system's random source failed (never seen in practice): an id unique within this
-        // process is still an id.
-        static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos() as u64);
-        bytes[..8].copy_from_slice(&nanos.to_be_bytes());
-        bytes[8..].copy_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
-    }
+    let mut bytes = random16();
     bytes[6] = (bytes[6] & 0x0f) | 0x40;
     bytes[8] = (bytes[8] & 0x3f) | 0x80;
     const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -159,7 +197,10 @@ mod tests {
             let id = request_id(&headers(&sent));
             assert!(is_uuid_v4(&id), "{sent:?} -> {id:?}");
         }
-        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+        // Across more than one refill of the pool, every id differs.
+        let ids: std::collections::HashSet<HeaderValue> =
+            (0..1000).map(|_| request_id(&HeaderMap::new())).collect();
+        assert_eq!(ids.len(), 1000);
     }
 
     #[test]

@@ -20,7 +20,7 @@ cd "$(dirname "$0")/../fuzz"
 SECONDS_EACH=${FUZZ_SECONDS:-30}
 JOBS=${FUZZ_JOBS:-1}
 RSS_LIMIT_MB=${FUZZ_RSS_LIMIT_MB:-2048}
-ALL=(canonical_path session_cookie login_state_cookie claims jws callback_query return_target config host)
+ALL=(canonical_path session_cookie login_state_cookie claims jws logout_token callback_query return_target config host)
 TARGETS=("$@")
 [ ${#TARGETS[@]} -gt 0 ] || TARGETS=("${ALL[@]}")
 

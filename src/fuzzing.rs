@@ -202,6 +202,70 @@ pub fn jws(data: &[u8]) {
     assert!(time("iat").is_some_and(|iat| iat <= (now + 60) as f64));
 }
 
+/// The back-channel logout token (OpenID Connect Back-Channel Logout 1.0, section 2.6) on a token
+/// built as for [`jws`], its claims checked as if the signature had verified. An accepted token
+/// must be from our issuer for us, recent, a logout event without a nonce, and name a session.
+pub fn logout_token(data: &[u8]) {
+    use crate::oidc::jws::UnverifiedJws;
+    use crate::oidc::logout_token::{
+        check_logout_token, LogoutExpectations, BACKCHANNEL_LOGOUT_EVENT,
+    };
+    use crate::oidc::KeySet;
+
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let token = if mode % 2 == 0 {
+        let Ok(text) = std::str::from_utf8(rest) else {
+            return;
+        };
+        text.to_string()
+    } else {
+        let mut parts = rest.splitn(3, |&b| b == 0);
+        let header = parts.next().unwrap_or_default();
+        let claims = parts.next().unwrap_or_default();
+        let signature = parts.next().unwrap_or_default();
+        format!(
+            "{}.{}.{}",
+            URL_SAFE_NO_PAD.encode(header),
+            URL_SAFE_NO_PAD.encode(claims),
+            URL_SAFE_NO_PAD.encode(signature)
+        )
+    };
+    let Ok(parsed) = UnverifiedJws::parse(&token) else {
+        return;
+    };
+    assert!(parsed.verify_signature(&KeySet::new(Vec::new())).is_err());
+
+    let now = 1_700_000_000_u64;
+    let expect = LogoutExpectations {
+        issuer: "https://idp.example",
+        client_id: "portcullis",
+        clock_skew: Duration::from_secs(60),
+        now: UNIX_EPOCH + Duration::from_secs(now),
+    };
+    let verified = parsed.assume_verified();
+    let Ok(accepted) = check_logout_token(&verified, &expect) else {
+        return;
+    };
+    let claims = verified.claims();
+    assert_eq!(claims["iss"], "https://idp.example");
+    let audiences = match &claims["aud"] {
+        Value::String(s) => vec![s.as_str()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).collect(),
+        other => panic!("aud {other:?} passed"),
+    };
+    assert!(audiences.contains(&"portcullis"));
+    assert!(claims["events"][BACKCHANNEL_LOGOUT_EVENT].is_object());
+    assert!(!claims.contains_key("nonce"));
+    assert!(accepted.sid.is_some() || accepted.sub.is_some());
+    assert!(!accepted.jti.is_empty());
+    let iat = claims["iat"].as_f64().expect("an accepted token has iat");
+    assert!(iat < (now + 61) as f64 && iat + 360.0 >= now as f64);
+    // The jti is remembered for as long as the token could be accepted, and no longer.
+    assert!(accepted.forget_after >= now && accepted.forget_after <= now + 420);
+}
+
 /// The configuration reader on any text, with environment overrides after a NUL (one
 /// `NAME=value` a line). Inputs that mention a file are skipped: the reader would open whatever
 /// path they name. A configuration that validates must give a route table.

@@ -3,18 +3,21 @@
 //! Each `Upstream` owns one pool, built at start-up, so a request finds its pool without hashing anything.
 //! Idle connections wait in shards, each a short `Vec` behind its own lock; a worker thread puts to and
 //! takes from the shard its thread-local index picks, and only looks at the others when its own is empty.
-//! No lock is shared by all requests, and each shard holds at most `SHARD_CAPACITY` connections.
+//! No lock is shared by all requests. At most `MAX_IDLE` connections wait in all shards together (a count
+//! kept beside them): under a thousand concurrent requests on one worker thread, every connection that
+//! finishes finds room, so the next request reuses it instead of opening a new one.
 //!
-//! A connection goes back to the pool once its response body has been read to the end (`PooledBody`):
-//! from then on hyper's `SendRequest` takes the next request. A connection whose response was cut short
-//! (the client went away, a read failed) and one that switched protocols (`101`) are never reused.
-//! Taking one out, a connection that has closed meanwhile or has been idle for `IDLE_TIMEOUT` is dropped,
-//! which ends it; while connections are idle, a background task closes the expired ones as well.
+//! A connection goes back to the pool once its response body has been read exactly to its end
+//! (`PooledBody`). A connection whose response was cut short (the client went away, a read failed), whose
+//! upstream asked to close it, or that switched protocols (`101`) is never reused. Taking one out, a
+//! connection that has closed meanwhile (or has been idle for `IDLE_TIMEOUT`) is dropped, which ends it;
+//! while connections are idle, a background task closes the expired and closed ones as well.
 //!
-//! A connection the upstream closed just as it was taken out fails the request before a byte was written;
-//! hyper then hands the request back, and it is sent once more on a new connection. A request that may
-//! have reached the upstream is never sent again.
+//! The exchange itself runs in the request's own task (`h1`). A request without a body and with an
+//! idempotent method whose reused connection turns out to have been closed by the upstream, before any
+//! byte of a response, is sent once more on a new connection; no other request is ever sent twice.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -23,26 +26,23 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use bytes::Bytes;
+use http::{Request, Response};
 use http_body::Body as _;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use url::{Host, Url};
 
+use super::h1::{self, Connection, ResponseBody, SendError};
 use super::UpstreamBody;
 
 /// How long a connection may sit idle in the pool before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const SHARDS: usize = 16;
-/// Idle connections per shard; beyond this the longest idle one is closed.
-const SHARD_CAPACITY: usize = 64;
-
-type Sender = SendRequest<UpstreamBody>;
+/// Idle connections in all shards together; beyond this the longest idle one of the shard is closed.
+const MAX_IDLE: usize = 1024;
 
 struct Idle {
-    sender: Sender,
+    conn: Connection<TcpStream>,
     since: Instant,
 }
 
@@ -57,8 +57,8 @@ enum Target {
 pub enum Error {
     /// No connection could be made (refused, unresolvable, timed out).
     Connect(io::Error),
-    /// The connection failed during the exchange.
-    Http(hyper::Error),
+    /// The exchange failed.
+    Http(h1::Error),
 }
 
 /// The connection pool of one upstream.
@@ -69,7 +69,9 @@ pub struct Pool {
 
 struct Inner {
     target: Target,
-    shards: Box<[Mutex<Vec<Idle>>]>,
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
+    /// How many connections wait in all shards.
+    idle: AtomicUsize,
     /// Whether the task closing expired idle connections is running.
     reaping: AtomicBool,
 }
@@ -89,7 +91,7 @@ fn home_shard() -> usize {
     HOME.with(|h| *h)
 }
 
-fn lock(shard: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
+fn lock(shard: &Mutex<VecDeque<Idle>>) -> MutexGuard<'_, VecDeque<Idle>> {
     shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -106,7 +108,8 @@ impl Pool {
         Pool {
             inner: Arc::new(Inner {
                 target,
-                shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
+                idle: AtomicUsize::new(0),
                 reaping: AtomicBool::new(false),
             }),
         }
@@ -120,48 +123,43 @@ impl Pool {
         connect_timeout: Duration,
     ) -> Result<Response<PooledBody>, Error> {
         let req = match self.inner.checkout() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.wrap(sender, response)),
-                // The connection closed before the request was written: it never left, so it may go
-                // again, once, on a new connection.
-                Err(mut e) => match e.take_message() {
-                    Some(req) => req,
-                    None => return Err(Error::Http(e.into_error())),
-                },
+            Some(conn) => match conn.send(req).await {
+                Ok(response) => return Ok(self.wrap(response)),
+                Err(SendError::Retry(req, e)) => {
+                    tracing::debug!("a kept-alive upstream connection was closed ({e}); sending again on a new one");
+                    req
+                }
+                Err(SendError::Failed(e)) => return Err(Error::Http(e)),
             },
             None => req,
         };
-        // Boxed: the common case, an idle connection, keeps a small future.
-        let mut sender = Box::pin(self.inner.connect(connect_timeout)).await?;
-        let response = sender.send_request(req).await.map_err(Error::Http)?;
-        Ok(self.wrap(sender, response))
+        let conn = self.inner.connect(connect_timeout).await?;
+        match conn.send(req).await {
+            Ok(response) => Ok(self.wrap(response)),
+            Err(SendError::Retry(_, e) | SendError::Failed(e)) => Err(Error::Http(e)),
+        }
     }
 
-    fn wrap(&self, sender: Sender, response: Response<Incoming>) -> Response<PooledBody> {
-        let conn = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now belongs to the upgraded protocol.
-            None
-        } else {
-            Some(Returning {
-                pool: self.inner.clone(),
-                sender,
-            })
-        };
-        response.map(|inner| PooledBody { inner, conn })
+    fn wrap(&self, response: Response<ResponseBody<TcpStream>>) -> Response<PooledBody> {
+        response.map(|inner| PooledBody {
+            inner,
+            pool: Some(self.inner.clone()),
+        })
     }
 }
 
 impl Inner {
     /// An idle connection ready for a request, if there is one.
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self) -> Option<Connection<TcpStream>> {
         let home = home_shard();
         let mut now = None;
         for i in 0..SHARDS {
             let mut idle = lock(&self.shards[(home + i) % SHARDS]);
-            while let Some(entry) = idle.pop() {
+            while let Some(mut entry) = idle.pop_back() {
+                self.idle.fetch_sub(1, Ordering::Relaxed);
                 let now = *now.get_or_insert_with(Instant::now);
-                if entry.sender.is_ready() && now.duration_since(entry.since) < IDLE_TIMEOUT {
-                    return Some(entry.sender);
+                if now.duration_since(entry.since) < IDLE_TIMEOUT && entry.conn.is_usable() {
+                    return Some(entry.conn);
                 }
                 // Closed or expired: dropping the sender ends the connection.
             }
@@ -169,37 +167,25 @@ impl Inner {
         None
     }
 
-    fn put(self: &Arc<Self>, sender: Sender) {
+    fn put(self: &Arc<Self>, conn: Connection<TcpStream>) {
         let entry = Idle {
-            sender,
+            conn,
             since: Instant::now(),
         };
         {
             let mut idle = lock(&self.shards[home_shard()]);
-            if idle.len() >= SHARD_CAPACITY {
-                idle.remove(0);
+            if self.idle.load(Ordering::Relaxed) >= MAX_IDLE {
+                // Full: the longest idle connection here makes room, or, with none here, this one ends.
+                if idle.pop_front().is_none() {
+                    return;
+                }
+            } else {
+                self.idle.fetch_add(1, Ordering::Relaxed);
             }
-            idle.push(entry);
+            idle.push_back(entry);
         }
         if !self.reaping.load(Ordering::SeqCst) {
             self.start_reaper();
-        }
-    }
-
-    /// Give a connection whose response was read to the end back to the pool. hyper readies it for the
-    /// next request as soon as its task has seen the end of the response, which is nearly always already
-    /// the case; otherwise a small task waits for that.
-    fn give_back(self: Arc<Self>, mut sender: Sender) {
-        if sender.is_ready() {
-            self.put(sender);
-        } else if !sender.is_closed() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, sender.ready()).await {
-                        self.put(sender);
-                    }
-                });
-            }
         }
     }
 
@@ -210,7 +196,11 @@ impl Inner {
             .iter()
             .map(|shard| {
                 let mut idle = lock(shard);
-                idle.retain(|e| e.sender.is_ready() && now.duration_since(e.since) < IDLE_TIMEOUT);
+                let before = idle.len();
+                idle.retain_mut(|e| {
+                    now.duration_since(e.since) < IDLE_TIMEOUT && e.conn.is_usable()
+                });
+                self.idle.fetch_sub(before - idle.len(), Ordering::Relaxed);
                 idle.len()
             })
             .sum()
@@ -244,8 +234,8 @@ impl Inner {
         });
     }
 
-    /// A new connection, its task spawned.
-    async fn connect(&self, timeout: Duration) -> Result<Sender, Error> {
+    /// A new connection.
+    async fn connect(&self, timeout: Duration) -> Result<Connection<TcpStream>, Error> {
         let stream = match tokio::time::timeout(timeout, self.tcp(timeout)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Error::Connect(e)),
@@ -259,15 +249,7 @@ impl Inner {
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set on an upstream connection: {e}");
         }
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(Error::Http)?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream connection ended: {e}");
-            }
-        });
-        Ok(sender)
+        Ok(Connection::new(stream))
     }
 
     /// A TCP connection to the target; a host name's addresses are tried in turn, each given an equal
@@ -304,30 +286,33 @@ impl Inner {
     }
 }
 
-/// A connection lent to one exchange, on its way back to the pool.
-struct Returning {
-    pool: Arc<Inner>,
-    sender: Sender,
-}
-
-/// An upstream response body: passes the upstream's stream through, and gives the connection back to the
-/// pool once it has been read to the end (or had no content to begin with).
+/// An upstream response body: passes the upstream's bytes through, and gives the connection back to the
+/// pool once the message has been read exactly to its end (or had no content to begin with).
 pub struct PooledBody {
-    inner: Incoming,
-    conn: Option<Returning>,
+    inner: ResponseBody<TcpStream>,
+    pool: Option<Arc<Inner>>,
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some(Returning { pool, sender }) = self.conn.take() {
-            pool.give_back(sender);
+        if let Some(pool) = self.pool.take() {
+            if let Some(conn) = self.inner.take_reusable() {
+                pool.put(conn);
+            }
         }
+    }
+
+    /// For a `101 Switching Protocols` response: the upstream's stream and the bytes already read from
+    /// it. The body is empty afterwards.
+    pub fn take_upgraded(&mut self) -> Option<(TcpStream, Bytes)> {
+        self.pool = None;
+        self.inner.take_upgraded()
     }
 }
 
 impl http_body::Body for PooledBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Data = Bytes;
+    type Error = h1::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
@@ -335,16 +320,10 @@ impl http_body::Body for PooledBody {
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(frame))) => {
-                if frame.is_trailers() || this.inner.is_end_stream() {
-                    this.release();
-                }
+        if let Poll::Ready(None | Some(Ok(_))) = &polled {
+            if this.inner.is_end_stream() {
+                this.release();
             }
-            // The rest of the message is lost: the connection cannot carry another.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            Poll::Pending => {}
         }
         polled
     }

@@ -67,6 +67,15 @@ fi
 nginx -v 2>&1 || /usr/sbin/nginx -v
 systemd-analyze --version | head -n 1
 
+echo "== what the Asgardeo guide's test needs"
+# tests/integration/deploy.rs runs the README's Asgardeo configuration with accounts.asgardeo.io and
+# api.asgardeo.io mapped to loopback, inside a user, network and mount namespace: unshare
+# (util-linux) and ip (iproute2), and unprivileged user namespaces. Without them that test fails.
+command -v ip >/dev/null 2>&1 || apt_install iproute2
+if ! unshare --user --map-root-user --net --mount true 2>/dev/null; then
+  echo "!!!!!!!!!! unshare cannot create user namespaces here: the Asgardeo test will fail" >&2
+fi
+
 echo "== formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -14,8 +14,8 @@
 //!
 //! `runtime` holds what lives as long as the process (provider, session store and cache, upstream
 //! pools) apart from the snapshot built from the configuration (routes, header rules, cookie codec),
-//! which a reload swaps whole. Errors: every failure is a `GatewayError`, rendered in one place
-//! (`error`).
+//! which a reload swaps whole (`reload`, on `SIGHUP`). Errors: every failure is a `GatewayError`,
+//! rendered in one place (`error`).
 
 // The request's future nests every phase, the session store and the proxy: deeper than the compiler's
 // default when it computes that future's layout.
@@ -36,6 +36,7 @@ pub mod phases;
 pub mod policy;
 pub mod proxy;
 pub mod refresh;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;
@@ -44,6 +45,7 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -87,17 +89,23 @@ impl RunningGateway {
     }
 }
 
-/// The runtime and TLS acceptor for `config`, with the provider loader started.
-fn prepare(config: Config) -> Result<(Arc<Runtime>, Option<tokio_rustls::TlsAcceptor>), String> {
-    let tls = config
+/// The runtime and the listener's certificates for `config`, with the provider loader and the
+/// certificate watcher started.
+fn prepare(
+    config: Config,
+) -> Result<(Arc<Runtime>, Option<Arc<server::tls::Certificates>>), String> {
+    let certs = config
         .server
         .tls
         .as_ref()
-        .map(server::tls_acceptor)
+        .map(server::tls::Certificates::load)
         .transpose()?;
     let rt = Runtime::new(config)?;
     rt.provider.spawn_loader();
-    Ok((rt, tls))
+    if let Some(certs) = &certs {
+        certs.watch();
+    }
+    Ok((rt, certs))
 }
 
 /// Build the gateway from `config` and serve on `listener` until `shutdown` completes.
@@ -106,15 +114,34 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let (rt, tls) = prepare(config)?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
     server::serve(rt, listener, tls, shutdown).await;
+    Ok(())
+}
+
+/// [`run`] for a configuration read from `path`: on `SIGHUP` the file is read again and applied
+/// (`reload`). The handler is in place before anything is served.
+pub async fn run_reloadable(
+    config: Config,
+    path: PathBuf,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let hangups = reload::Hangups::install()?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
+    let reloader = tokio::spawn(hangups.serve(rt.clone(), path, certs));
+    server::serve(rt, listener, tls, shutdown).await;
+    reloader.abort();
     Ok(())
 }
 
 /// Start the gateway on `listener` in a background task.
 pub fn spawn(config: Config, listener: TcpListener) -> Result<RunningGateway, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (rt, tls) = prepare(config)?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = rt.clone();
     let task = tokio::spawn(async move {

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&format!("{e:#}")),
         },
         None => match Config::load(&cli.config) {
-            Ok(config) => match runtime().block_on(run(config)) {
+            Ok(config) => match runtime().block_on(run(config, cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("{e:#}")),
             },
@@ -120,7 +120,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     portcullis::telemetry::init(&config.log);
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
@@ -137,7 +137,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         upstream = %config.upstream.url,
         "portcullis started"
     );
-    portcullis::run(config, listener, portcullis::shutdown_signal())
+    portcullis::run_reloadable(config, path, listener, portcullis::shutdown_signal())
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!("portcullis stopped");

@@ -145,7 +145,14 @@ fn route(cx: Ctx<'_>, method: &Method, path: &str) -> Result<Target, Answer> {
             "text/plain; charset=utf-8",
             "ok\n",
         )))),
-        Target::Readyz => Err(Answer::Respond(Box::new(if cx.rt.provider.is_ready() {
+        Target::Readyz => Err(Answer::Respond(Box::new(if cx.rt.is_draining() {
+            // Shutting down: load balancers stop sending while the listener still accepts.
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                "shutting down\n",
+            )
+        } else if cx.rt.provider.is_ready() {
             text_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
         } else {
             text_response(

@@ -10,7 +10,8 @@
 //!    and the identity headers, each built as a `HeaderValue` so nothing can be spliced into them.
 //!
 //! Bodies are hyper `Incoming` streams handed straight to the other side: memory stays constant whatever
-//! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`).
+//! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`);
+//! `https://` upstreams are reached through rustls (`tls`), in HTTP/2 when they offer it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -31,6 +32,7 @@ use crate::Body;
 
 mod h1;
 mod pool;
+pub mod tls;
 
 pub use pool::{Pool, PooledBody};
 
@@ -108,7 +110,7 @@ pub struct Upstream {
 impl Upstream {
     /// An upstream with a pool of its own.
     pub fn from_url(url: &Url) -> Upstream {
-        Upstream::with_pool(url, pool::Pool::new(url))
+        Upstream::with_pool(url, pool::Pool::new(url, None))
     }
 
     /// An upstream whose connections come from `pool` (a pool kept across configurations).
@@ -396,7 +398,8 @@ impl Proxy {
             // The client's body broke off or was malformed (a bad chunk size, an oversized chunk
             // extension): the client's fault, not the upstream's. The upstream connection is dropped.
             Ok(Err(pool::Error::Http(e)))
-                if e.is_request_body()
+                if e.downcast_ref::<h1::Error>()
+                    .is_some_and(h1::Error::is_request_body)
                     || progress
                         .as_ref()
                         .is_some_and(|p| p.failed.load(Ordering::SeqCst)) =>
@@ -406,14 +409,15 @@ impl Proxy {
                     format!(
                         "the request body from {} could not be read: {}",
                         conn.peer,
-                        error_chain(&e)
+                        error_chain(e.as_ref())
                     ),
                 ));
             }
             Ok(Err(e)) => {
                 let (what, chain) = match &e {
                     pool::Error::Connect(e) => ("connecting to", error_chain(e)),
-                    pool::Error::Http(e) => ("talking to", error_chain(e)),
+                    pool::Error::Tls(why) => ("TLS with", why.clone()),
+                    pool::Error::Http(e) => ("talking to", error_chain(e.as_ref())),
                 };
                 return Err(GatewayError::new(
                     ErrorKind::UpstreamUnavailable,
@@ -534,10 +538,7 @@ impl Drop for UpstreamBody {
 
 /// Copy bytes both ways between the two upgraded connections until either side closes; what the
 /// upstream sent right after its `101` goes to the client first.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: (tokio::net::TcpStream, bytes::Bytes),
-) {
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: (pool::Stream, bytes::Bytes)) {
     let client = match client.await {
         Ok(client) => client,
         Err(e) => {

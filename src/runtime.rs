@@ -11,7 +11,7 @@
 //! Handlers get both as a [`Ctx`] and never reach for a global.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -24,6 +24,7 @@ use crate::config::{ClientAuthMethod, Config};
 use crate::identity::IdentityMapping;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::policy::{AccessPolicy, GroupRule};
+use crate::proxy::tls::Connectors;
 use crate::proxy::{Pool, Proxy, Upstream};
 use crate::router::Router;
 use crate::session::store::{CookieStore, RedisStore, SessionKey};
@@ -44,6 +45,8 @@ pub struct Runtime {
     pools: Pools,
     snapshot: ArcSwap<Snapshot>,
     generations: AtomicU64,
+    /// Set once shutdown has begun: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// What a handler works with: the runtime, and the snapshot its request started under.
@@ -81,7 +84,18 @@ impl Runtime {
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
             generations: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Shutdown has begun: readiness is withdrawn so that load balancers stop sending.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The snapshot in force: a request keeps the one it started with.
@@ -94,8 +108,14 @@ impl Runtime {
     /// the listener, the store) keep their running values; their names are returned so the caller
     /// can say that they need a restart.
     pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
+        let mut config = config;
         let current = self.snapshot();
         let restart = needs_restart(&current.config, &config);
+        // The provider's redirect URI is built on the running prefix: the routes keep it too.
+        config
+            .server
+            .prefix
+            .clone_from(&current.config.server.prefix);
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(config, generation, &self.pools)?;
         // A new assertion key signs from now on; the old one stays published for as long as what it
@@ -197,6 +217,7 @@ impl Snapshot {
             &previous,
         )
         .map_err(|e| format!("session: {e}"))?;
+        pools.use_tls(&config)?;
         let mut upstreams = vec![pools.upstream(&config.upstream.url)];
         let mut route_slots = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -278,21 +299,52 @@ impl Snapshot {
     }
 }
 
-/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections.
+/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections. The
+/// pools of `https://` upstreams are made with the TLS settings in force; new settings (another
+/// `upstream.ca_file` or client certificate) start new pools.
 #[derive(Default)]
 struct Pools {
     by_origin: Mutex<HashMap<String, Pool>>,
+    /// The TLS settings' fingerprint and their connectors, while any upstream is `https://`.
+    tls: Mutex<Option<([u8; 32], Arc<Connectors>)>>,
 }
 
 impl Pools {
+    /// Make the connectors of `config`'s TLS settings the ones new pools use.
+    fn use_tls(&self, config: &Config) -> Result<(), String> {
+        let https = std::iter::once(&config.upstream.url)
+            .chain(config.routes.iter().filter_map(|r| r.upstream.as_ref()))
+            .any(|u| u.scheme() == "https");
+        let wanted = https.then(|| crate::proxy::tls::fingerprint(&config.upstream.tls));
+        let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().map(|(f, _)| *f) == wanted {
+            return Ok(());
+        }
+        *current = match wanted {
+            None => None,
+            Some(f) => Some((f, Arc::new(Connectors::new(&config.upstream.tls)?))),
+        };
+        self.by_origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|origin, _| !origin.starts_with("https:"));
+        Ok(())
+    }
+
     fn upstream(&self, url: &Url) -> Upstream {
         let origin = url.origin().ascii_serialization();
+        let connectors = self
+            .tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, c)| c.clone());
         let pool = self
             .by_origin
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(origin)
-            .or_insert_with(|| Pool::new(url))
+            .or_insert_with(|| Pool::new(url, connectors))
             .clone();
         Upstream::with_pool(url, pool)
     }
@@ -316,6 +368,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|s| s.expose_secret().to_string())
     };
+    let private_key =
+        |c: &crate::config::OidcConfig| c.private_key.as_ref().map(|k| k.expose_secret().clone());
     let redis = |c: &Config| {
         c.session.redis.as_ref().map(|r| {
             (
@@ -327,8 +381,16 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             )
         })
     };
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 20] = [
         ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.public_url",
+            old.server.public_url != new.server.public_url,
+        ),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
         (
             "server.tls_cert_file",
             old.server.tls.as_ref().map(|t| (&t.cert_file, &t.key_file))
@@ -339,6 +401,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("oidc.client_id", o.client_id != n.client_id),
         ("oidc.client_auth", o.client_auth != n.client_auth),
         ("oidc.client_secret", secret(o) != secret(n)),
+        (
+            "oidc.private_key_file",
+            private_key(o) != private_key(n) || o.private_key_id != n.private_key_id,
+        ),
         ("oidc.scopes", o.scopes != n.scopes || o.pkce != n.pkce),
         ("oidc endpoints", endpoints(o) != endpoints(n)),
         ("session.store", old.session.store != new.session.store),
@@ -347,6 +413,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "oidc.extra_auth_params",
             o.extra_auth_params != n.extra_auth_params,
         ),
+        ("oidc.clock_skew", o.clock_skew != n.clock_skew),
+        ("oidc.http_timeout", o.http_timeout != n.http_timeout),
+        (
+            "oidc.jwks_refetch_interval",
+            o.jwks_refetch_interval != n.jwks_refetch_interval,
+        ),
+        ("log.format", old.log.format != new.log.format),
+        ("log.level", old.log.level != new.log.level),
     ];
     checks
         .into_iter()

@@ -25,6 +25,7 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use ipnet::IpNet;
 use regex::{Regex, RegexSet};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{SecretBox, SecretString};
 use serde::Deserialize;
 use url::Url;
@@ -75,6 +76,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
+    /// After SIGTERM: how long the listener keeps accepting (with `/readyz` at 503) before it closes.
+    pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
     /// How long a connection may wait between requests.
     pub keepalive_timeout: Duration,
@@ -96,6 +99,32 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub preserve_host: bool,
+    /// Trust and identity for every `https://` upstream (`[upstream]` and the routes' own).
+    pub tls: UpstreamTls,
+}
+
+/// `upstream.ca_file`, `upstream.client_cert_file` and `upstream.client_key_file`, read and parsed.
+#[derive(Debug, Default)]
+pub struct UpstreamTls {
+    /// Trusted besides the system roots.
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// Presented when an upstream asks for a client certificate.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, checked to belong together.
+pub struct ClientIdentity {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.cert_chain.len())
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `oidc.client_auth`.
@@ -481,6 +510,32 @@ secret = "{SECRET}"
         ));
         assert_eq!(e.key, "routes[0].host");
         assert!(e.message.contains("not available yet"), "{e}");
+    }
+
+    #[test]
+    fn shutdown_delay_defaults_to_none_and_may_be_set() {
+        assert_eq!(
+            parse(&base()).unwrap().server.shutdown_delay,
+            Duration::ZERO
+        );
+        let c = parse(&base().replace("[server]", "[server]\nshutdown_delay = \"5s\"")).unwrap();
+        assert_eq!(c.server.shutdown_delay, Duration::from_secs(5));
+        let e = err(&base().replace("[server]", "[server]\nshutdown_delay = \"soon\""));
+        assert_eq!(e.key, "server.shutdown_delay");
+    }
+
+    #[test]
+    fn https_upstreams_are_accepted() {
+        let c =
+            parse(&base().replace("http://127.0.0.1:8080", "https://app.internal/base")).unwrap();
+        assert_eq!(c.upstream.url.scheme(), "https");
+        assert!(c.upstream.tls.ca_certs.is_empty());
+        assert!(c.upstream.tls.client_identity.is_none());
+        let e = err(&base().replace(
+            "[upstream]",
+            "[upstream]\nca_file = \"/nonexistent/ca.pem\"",
+        ));
+        assert_eq!(e.key, "upstream.ca_file");
     }
 
     #[test]

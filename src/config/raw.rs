@@ -48,7 +48,7 @@ pub(super) struct RawServer {
     pub header_read_timeout: Option<String>,
     pub prefix: Option<String>,
     pub max_connections: Option<Count>,
-    pub shutdown_delay: NotYet,
+    pub shutdown_delay: Option<String>,
     pub keepalive_timeout: Option<String>,
 }
 
@@ -68,9 +68,9 @@ pub(super) struct RawUpstream {
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub preserve_host: Option<bool>,
-    pub ca_file: NotYet,
-    pub client_cert_file: NotYet,
-    pub client_key_file: NotYet,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -182,13 +182,6 @@ impl RawConfig {
                 keys.push(key.to_string());
             }
         };
-        let s = &self.server;
-        note("server.shutdown_delay", &s.shutdown_delay);
-        if let Some(u) = &self.upstream {
-            note("upstream.ca_file", &u.ca_file);
-            note("upstream.client_cert_file", &u.client_cert_file);
-            note("upstream.client_key_file", &u.client_key_file);
-        }
         if let Some(s) = &self.session {
             note("session.cookie_domain", &s.cookie_domain);
         }

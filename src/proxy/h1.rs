@@ -16,6 +16,10 @@
 //! reused only when the response said it could be (HTTP/1.1 without `Connection: close`, or HTTP/1.0 with
 //! `Connection: keep-alive`), its body was read exactly to its end, nothing followed it, and the whole
 //! request was sent.
+//!
+//! Both directions run at once: a request body still being sent when the response head arrives goes on
+//! being sent while the response body is read (an upstream may stream its answer as it reads, or answer
+//! early and stop reading; neither stalls the other).
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -88,11 +92,11 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Io(e) => write!(f, "{e}"),
+            Error::Io(_) => write!(f, "connection error"),
             Error::Closed(when) => write!(f, "the upstream closed the connection {when}"),
             Error::Invalid(what) => write!(f, "invalid response: {what}"),
             Error::Parse(e) => write!(f, "invalid response head: {e}"),
-            Error::Body(e) => write!(f, "request body: {e}"),
+            Error::Body(_) => write!(f, "the request body failed"),
         }
     }
 }
@@ -116,7 +120,7 @@ impl From<io::Error> for Error {
 /// A failed `send`: the request comes back when it may be sent again on another connection (it never
 /// reached the upstream's application: see `Connection::send`).
 pub enum SendError<B> {
-    Retry(Request<B>, Error),
+    Retry(Box<Request<B>>, Error),
     Failed(Error),
 }
 
@@ -182,7 +186,7 @@ impl<S: Io> Connection<S> {
         req: Request<B>,
     ) -> Result<Response<ResponseBody<S>>, SendError<B>>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let upload = upload_framing(&req);
@@ -202,7 +206,7 @@ impl<S: Io> Connection<S> {
             return match result {
                 Ok(response) => Ok(response),
                 Err((e, nothing_read)) if may_retry && nothing_read && is_connection_loss(&e) => {
-                    Err(SendError::Retry(req, e))
+                    Err(SendError::Retry(Box::new(req), e))
                 }
                 Err((e, _)) => Err(SendError::Failed(e)),
             };
@@ -214,7 +218,8 @@ impl<S: Io> Connection<S> {
     }
 
     /// Write the head and the body while watching for the response: an upstream that answers early (a
-    /// `413`, a redirect) gets its answer passed on without waiting for a body it will not read.
+    /// `413`, a redirect, a stream of its own) gets its answer passed on at once; what is left of the
+    /// body goes on with the response body (`ResponseBody`).
     async fn send_with_body<B>(
         mut self,
         head: Vec<u8>,
@@ -223,7 +228,7 @@ impl<S: Io> Connection<S> {
         method_head: bool,
     ) -> Result<Response<ResponseBody<S>>, Error>
     where
-        B: Body<Data = Bytes> + Unpin,
+        B: Body<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let mut sender = BodySender::new(head, body, upload);
@@ -256,8 +261,12 @@ impl<S: Io> Connection<S> {
         debug_assert!(head_read || outcome.is_err());
         let (parts, framing, keep_alive) = outcome?;
         // Sent in full and not interrupted, or the connection cannot carry another request.
-        let complete = sender.done && !sender.broken;
-        Ok(self.into_response(parts, framing, keep_alive && complete))
+        let complete = !sender.broken;
+        let mut response = self.into_response(parts, framing, keep_alive && complete);
+        if !sender.done {
+            response.body_mut().upload = Some(Box::new(sender));
+        }
+        Ok(response)
     }
 
     /// Read the response head and make the response. The flag that comes with an error says whether
@@ -296,6 +305,7 @@ impl<S: Io> Connection<S> {
             state,
             keep_alive: keep_alive && !switching && framing != Framing::UntilClose,
             upgrade: switching,
+            upload: None,
         };
         Response::from_parts(parts, body)
     }
@@ -442,6 +452,22 @@ fn encode_head<B>(req: &Request<B>, upload: Upload) -> Vec<u8> {
     }
     head.extend_from_slice(b"\r\n");
     head
+}
+
+/// The rest of a request body, sent while the response is read.
+trait PendingBody<S>: Send {
+    fn poll_send(&mut self, cx: &mut Context<'_>, io: &mut S) -> Poll<Result<(), Error>>;
+}
+
+impl<B, S> PendingBody<S> for BodySender<B>
+where
+    B: Body<Data = Bytes> + Unpin + Send,
+    B::Error: Into<BoxError>,
+    S: Io,
+{
+    fn poll_send(&mut self, cx: &mut Context<'_>, io: &mut S) -> Poll<Result<(), Error>> {
+        BodySender::poll_send(self, cx, io)
+    }
 }
 
 /// Writes the head and the body of one request, a piece at a time.
@@ -716,13 +742,15 @@ pub struct ResponseBody<S> {
     keep_alive: bool,
     /// Whether the response switched protocols: the connection is for `into_upgraded`.
     upgrade: bool,
+    /// The part of the request body not sent yet when the response head came.
+    upload: Option<Box<dyn PendingBody<S>>>,
 }
 
 impl<S: Io> ResponseBody<S> {
     /// The connection, once the body has been read exactly to its end and the connection may carry
     /// another exchange; its buffer is released.
     pub fn take_reusable(&mut self) -> Option<Connection<S>> {
-        if self.state != State::Done || !self.keep_alive || self.upgrade {
+        if self.state != State::Done || !self.keep_alive || self.upgrade || self.upload.is_some() {
             return None;
         }
         let mut conn = self.conn.take()?;
@@ -766,6 +794,22 @@ impl<S: Io> Body for ResponseBody<S> {
             let Some(conn) = this.conn.as_mut() else {
                 return Poll::Ready(None);
             };
+            if let Some(upload) = this.upload.as_mut() {
+                match upload.poll_send(cx, &mut conn.io) {
+                    Poll::Ready(Ok(())) => this.upload = None,
+                    // The request cannot be completed: neither can the exchange.
+                    Poll::Ready(Err(e @ Error::Body(_))) => {
+                        this.upload = None;
+                        return this.fail(e);
+                    }
+                    // The upstream stopped reading; its answer may still be coming.
+                    Poll::Ready(Err(_)) => {
+                        this.upload = None;
+                        this.keep_alive = false;
+                    }
+                    Poll::Pending => {}
+                }
+            }
             match &mut this.state {
                 State::Done => return Poll::Ready(None),
                 State::Length(remaining) => {

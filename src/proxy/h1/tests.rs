@@ -73,7 +73,7 @@ async fn connect(addr: SocketAddr) -> Connection<TcpStream> {
 
 async fn send<B>(conn: Connection<TcpStream>, req: Request<B>) -> Response<ResponseBody<TcpStream>>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     match conn.send(req).await {
@@ -84,7 +84,7 @@ where
 
 async fn send_err<B>(conn: Connection<TcpStream>, req: Request<B>) -> String
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     match conn.send(req).await {

@@ -47,7 +47,8 @@ redis-server --version
 echo "== what the deploy/ checks need"
 # tests/integration/deploy.rs: nginx (nginx -t, and a real nginx in front of a stand-in gateway) and
 # systemd-analyze (verify, security) from Debian; kubernetes-validate, yamllint and PyYAML in a
-# virtual environment. kubectl (kustomize) is used when present; Debian does not carry it.
+# virtual environment, with prometheus-client, whose OpenMetrics parser reads /metrics in
+# tests/integration/telemetry.rs. kubectl (kustomize) is used when present; Debian does not carry it.
 deploy_packages=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || deploy_packages+=(nginx)
 command -v systemd-analyze >/dev/null 2>&1 || deploy_packages+=(systemd)
@@ -63,7 +64,7 @@ if ! [ "$venv/.installed" -nt tests/deploy/requirements.txt ]; then
   touch "$venv/.installed"
 fi
 "$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null \
-  | grep -Ei '^(kubernetes-validate|yamllint|pyyaml) '
+  | grep -Ei '^(kubernetes-validate|yamllint|pyyaml|prometheus[-_]client) '
 nginx -v 2>&1 || /usr/sbin/nginx -v
 systemd-analyze --version | head -n 1
 

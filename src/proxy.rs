@@ -28,6 +28,7 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::telemetry::metrics::UpstreamError;
 use crate::Body;
 
 mod h1;
@@ -414,19 +415,25 @@ impl Proxy {
                 ));
             }
             Ok(Err(e)) => {
-                let (what, chain) = match &e {
-                    pool::Error::Connect(e) => ("connecting to", error_chain(e)),
-                    pool::Error::Tls(why) => ("TLS with", why.clone()),
-                    pool::Error::Http(e) => ("talking to", error_chain(e.as_ref())),
+                let (kind, what, chain) = match &e {
+                    pool::Error::Connect(e) => {
+                        (UpstreamError::Connect, "connecting to", error_chain(e))
+                    }
+                    pool::Error::Tls(why) => (UpstreamError::Tls, "TLS with", why.clone()),
+                    pool::Error::Http(e) => (
+                        UpstreamError::Protocol,
+                        "talking to",
+                        error_chain(e.as_ref()),
+                    ),
                 };
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamUnavailable,
+                return Err(GatewayError::upstream(
+                    kind,
                     format!("{what} upstream {}: {chain}", upstream.authority),
                 ));
             }
             Err(_) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamTimeout,
+                return Err(GatewayError::upstream(
+                    UpstreamError::Timeout,
                     format!(
                         "upstream {} sent no response head within {:?}",
                         upstream.authority, self.timeout
@@ -445,8 +452,8 @@ impl Proxy {
             match (client_upgrade, response_upgrade) {
                 (Some(client_side), Some(protocol)) => {
                     let Some(upstream_side) = response.body_mut().take_upgraded() else {
-                        return Err(GatewayError::new(
-                            ErrorKind::UpstreamUnavailable,
+                        return Err(GatewayError::upstream(
+                            UpstreamError::Protocol,
                             "upstream switched protocols but its connection is gone",
                         ));
                     };
@@ -456,8 +463,8 @@ impl Proxy {
                     headers.insert(header::UPGRADE, protocol);
                 }
                 _ => {
-                    return Err(GatewayError::new(
-                        ErrorKind::UpstreamUnavailable,
+                    return Err(GatewayError::upstream(
+                        UpstreamError::Protocol,
                         "upstream switched protocols without an upgrade request",
                     ))
                 }

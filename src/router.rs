@@ -1,8 +1,9 @@
 //! The route table: which handler a request goes to, decided on its canonical path alone.
 //!
-//! Order of precedence: the fixed health paths, then the gateway's own endpoints under the prefix
-//! (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins), then the default policy
-//! (login required). Nothing here looks at a header or the query, so no client-controlled input other than
+//! Order of precedence: the fixed health and metrics paths, then the gateway's own endpoints under the
+//! prefix (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins), then the default
+//! policy (login required). A listener of its own for metrics (`server.metrics_listen`) has a table of
+//! three paths ([`metrics_listener_route`]). Nothing here looks at a header or the query, so no client-controlled input other than
 //! the path and method chooses the policy. Before any of it, `host` refuses a request whose host is
 //! missing, repeated, malformed or contradictory.
 
@@ -30,10 +31,22 @@ pub enum Endpoint {
     Unknown,
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.listen`: the traffic, the gateway's endpoints, and `/metrics` unless
+    /// `server.metrics_listen` moves it.
+    Main,
+    /// `server.metrics_listen`: `/metrics`, `/healthz` and `/readyz`, nothing else.
+    Metrics,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Healthz,
     Readyz,
+    /// `GET /metrics` (served where the metrics are: see [`Listener`]).
+    Metrics,
     Endpoint(Endpoint),
     /// A proxied path: its policy, the index of the upstream (0: `[upstream]`, else route-specific),
     /// and the index of the route that matched (`None`: the default).
@@ -85,6 +98,7 @@ impl Router {
         match path {
             "/healthz" => return Target::Healthz,
             "/readyz" => return Target::Readyz,
+            "/metrics" => return Target::Metrics,
             _ => {}
         }
         if let Some(rest) = path.strip_prefix(self.prefix.as_str()) {
@@ -122,6 +136,17 @@ impl Router {
             upstream: 0,
             route: None,
         }
+    }
+}
+
+/// The route table of the metrics listener: anything but its three paths is an unknown endpoint (404),
+/// never proxied and never a login.
+pub fn metrics_listener_route(path: &str) -> Target {
+    match path {
+        "/healthz" => Target::Healthz,
+        "/readyz" => Target::Readyz,
+        "/metrics" => Target::Metrics,
+        _ => Target::Endpoint(Endpoint::Unknown),
     }
 }
 
@@ -231,6 +256,13 @@ mod tests {
         let get = Method::GET;
         assert_eq!(r.route(&get, "/healthz"), Target::Healthz);
         assert_eq!(r.route(&get, "/readyz"), Target::Readyz);
+        assert_eq!(r.route(&get, "/metrics"), Target::Metrics);
+        assert_eq!(metrics_listener_route("/metrics"), Target::Metrics);
+        assert_eq!(metrics_listener_route("/readyz"), Target::Readyz);
+        assert_eq!(
+            metrics_listener_route("/public/x"),
+            Target::Endpoint(Endpoint::Unknown)
+        );
         assert_eq!(
             r.route(&get, "/oauth2/start"),
             Target::Endpoint(Endpoint::Start)

@@ -1,7 +1,8 @@
 //! What the gateway holds while it runs, in two parts with different lives.
 //!
 //! - [`Runtime`]: built once per process and kept: the identity provider (its metadata and key cache),
-//!   the session store with its cache of opened sessions, the upstream connection pools. Nothing here
+//!   the session store with its cache of opened sessions, the upstream connection pools, the metrics
+//!   registry (so counters run on across reloads). Nothing here
 //!   depends on a configuration value that a reload may change without a restart.
 //! - [`Snapshot`]: built from one validated [`Config`]: the route table, the header rules, the identity
 //!   mapping, the cookie codec. The runtime holds the current one in an `ArcSwap`; each request takes
@@ -31,6 +32,7 @@ use crate::session::store::{CookieStore, RedisStore, SessionKey};
 use crate::session::{
     Authenticated, CookieSettings, Session, SessionCache, SessionCookies, Sessions, Store,
 };
+use crate::telemetry::metrics::Metrics;
 
 /// The long-lived part: see the module header.
 pub struct Runtime {
@@ -42,6 +44,10 @@ pub struct Runtime {
     pub tokens: TokenCache,
     /// The keys that sign `[assertion]`s (kept across configurations, so a reload keeps the key).
     pub assertion_keys: AssertionKeys,
+    /// Every series of `GET /metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Whether the main listener serves `/metrics` (no `server.metrics_listen` at start-up).
+    pub metrics_on_main: bool,
     pools: Pools,
     snapshot: ArcSwap<Snapshot>,
     generations: AtomicU64,
@@ -62,6 +68,11 @@ impl Runtime {
     /// the provider is unreachable.
     pub fn new(config: Config) -> Result<Arc<Runtime>, String> {
         let provider = Provider::new(provider_config(&config)).map_err(|e| e.to_string())?;
+        let metrics = {
+            let provider = provider.clone();
+            Arc::new(Metrics::new(Arc::new(move || provider.jwks_fetches())))
+        };
+        let metrics_on_main = config.server.metrics_listen.is_none();
         let cache = Arc::new(SessionCache::default());
         let store = match &config.session.redis {
             None => Store::Cookie(CookieStore::new(config.session.lifetime)),
@@ -77,10 +88,12 @@ impl Runtime {
         let snapshot = Snapshot::build(config, 0, &pools)?;
         Ok(Arc::new(Runtime {
             provider,
-            sessions: Sessions::with_cache(store, cache),
+            sessions: Sessions::with_cache(store, cache).with_metrics(metrics.clone()),
             refresh_backoff: Default::default(),
             tokens: TokenCache::default(),
             assertion_keys,
+            metrics,
+            metrics_on_main,
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
             generations: AtomicU64::new(0),
@@ -381,8 +394,12 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             )
         })
     };
-    let checks: [(&'static str, bool); 20] = [
+    let checks: [(&'static str, bool); 21] = [
         ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.metrics_listen",
+            old.server.metrics_listen != new.server.metrics_listen,
+        ),
         (
             "server.public_url",
             old.server.public_url != new.server.public_url,

@@ -15,6 +15,11 @@
 //! connections are closed, in-flight requests run to completion, and after `server.grace_period`
 //! whatever is left is dropped. Both durations, and the connection time limits, are read from the
 //! configuration in force when they apply, so a reload changes them.
+//!
+//! The metrics listener (`server.metrics_listen`) is served by the same code ([`serve_metrics`]), its
+//! requests marked as its own so the route phase answers only `/metrics`, `/healthz` and `/readyz`
+//! there; it takes at most [`METRICS_MAX_CONNECTIONS`] connections, and its connections are not
+//! counted among the open client connections. It closes once the main listener has drained.
 
 mod deadline;
 pub mod tls;
@@ -36,6 +41,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use self::deadline::{ConnClock, Guarded, InFlight, Limits, Tracked};
 use crate::proxy::ConnInfo;
+use crate::router::Listener;
 use crate::runtime::Runtime;
 
 /// Largest request head accepted, in bytes; a larger one gets `431` (HTTP/1.1) or a stream reset (HTTP/2).
@@ -174,11 +180,33 @@ impl AcceptErrors {
     }
 }
 
+/// Connections the metrics listener takes at once: a scraper or two, and the probes.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// Serve `listener` until `shutdown` completes, then drain for at most the grace period.
 pub async fn serve(
     rt: Arc<Runtime>,
     listener: TcpListener,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_as(rt, listener, tls, Listener::Main, shutdown).await;
+}
+
+/// Serve the metrics listener (plain HTTP) until `shutdown` completes.
+pub async fn serve_metrics(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_as(rt, listener, None, Listener::Metrics, shutdown).await;
+}
+
+async fn serve_as(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    role: Listener,
     shutdown: impl Future<Output = ()>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -198,7 +226,10 @@ pub async fn serve(
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     // Read once: a reload does not resize the connection slots.
-    let max = max_connections(rt.snapshot().config.server.max_connections);
+    let max = match role {
+        Listener::Main => max_connections(rt.snapshot().config.server.max_connections),
+        Listener::Metrics => METRICS_MAX_CONNECTIONS,
+    };
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(());
     let mut accept_errors = AcceptErrors::new();
@@ -206,6 +237,9 @@ pub async fn serve(
     // Readiness goes at once; the listener stays open for the delay (SPEC: SIGTERM).
     let stop = async {
         shutdown.await;
+        if role == Listener::Metrics {
+            return;
+        }
         rt.start_draining();
         let delay = rt.snapshot().config.server.shutdown_delay;
         if !delay.is_zero() {
@@ -262,12 +296,20 @@ pub async fn serve(
             slot,
             tls: tls.clone(),
             limits,
+            role,
             stop: stop_rx.clone(),
         }));
     }
 
     drop(listener);
     let grace_period = rt.snapshot().config.server.grace_period;
+    if role == Listener::Metrics {
+        // Stopped once the main listener has drained: its lines say all there is to say.
+        let _ = stop_tx.send(());
+        drop(stop_rx);
+        let _ = tokio::time::timeout(grace_period, stop_tx.closed()).await;
+        return;
+    }
     tracing::info!(
         "shutting down: no new connections; waiting up to {grace_period:?} for in-flight requests"
     );
@@ -290,6 +332,7 @@ struct Connection {
     slot: OwnedSemaphorePermit,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
+    role: Listener,
     /// Changes (or closes) when the server shuts down.
     stop: watch::Receiver<()>,
 }
@@ -303,8 +346,10 @@ async fn serve_connection(c: Connection) {
         slot,
         tls,
         limits,
+        role,
         mut stop,
     } = c;
+    let _open = (role == Listener::Main).then(|| rt.metrics.connection_opened());
     let tls_used = tls.is_some();
     let io = match tls {
         None => ClientStream::Plain(stream),
@@ -337,7 +382,7 @@ async fn serve_connection(c: Connection) {
             let rt = rt.clone();
             let conn = conn_info.clone();
             async move {
-                let response = crate::phases::handle(rt, conn, req).await;
+                let response = crate::phases::handle(rt, conn, role, req).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, request)))
             }
         })

@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Prefix of the gateway's own endpoints, `/oauth2` unless configured; never ends with `/`.
     pub prefix: String,
+    /// Where `GET /metrics` is served when not on `listen`: a listener of its own that answers
+    /// `/metrics`, `/healthz` and `/readyz` only (and the main listener answers `/metrics` with 404).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -317,6 +320,8 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// One line per request (`telemetry::access_log`).
+    pub access_log: bool,
 }
 
 /// Environment variables that override configuration keys start with this.
@@ -497,6 +502,52 @@ secret = "{SECRET}"
             base()
         ));
         assert_eq!(e.key, "routes[0].policyy");
+    }
+
+    #[test]
+    fn metrics_listener_and_access_log() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.server.metrics_listen, None);
+        assert!(c.log.access_log, "the access log is on by default");
+        let c = parse(&format!(
+            "{}\n[log]\naccess_log = false\n",
+            base().replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:9090\"\n"
+            )
+        ))
+        .unwrap();
+        assert_eq!(
+            c.server.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!c.log.access_log);
+        let env = BTreeMap::from([(
+            "PORTCULLIS_SERVER__METRICS_LISTEN".to_string(),
+            "10.0.0.5:9090".to_string(),
+        )]);
+        let c = Config::from_toml_str(&base(), &env).unwrap();
+        assert_eq!(
+            c.server.metrics_listen,
+            Some("10.0.0.5:9090".parse().unwrap())
+        );
+        for bad in ["localhost:9090", "9090", ""] {
+            let e = err(&base().replace(
+                "[server]\n",
+                &format!("[server]\nmetrics_listen = {bad:?}\n"),
+            ));
+            assert_eq!(e.key, "server.metrics_listen", "{bad}");
+        }
+        // Not the main listener's own address.
+        let same = base()
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:4180\"")
+            .replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:4180\"\n",
+            );
+        assert_eq!(err(&same).key, "server.metrics_listen");
+        let e = err(&format!("{}\n[log]\naccess_log = \"yes\"\n", base()));
+        assert_eq!(e.key, "log.access_log");
     }
 
     #[test]

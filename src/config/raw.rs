@@ -50,6 +50,7 @@ pub(super) struct RawServer {
     pub max_connections: Option<Count>,
     pub shutdown_delay: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// A count given as a TOML integer, or as a string of digits (which is what an environment variable
@@ -170,7 +171,7 @@ pub(super) struct RawAssertion {
 pub(super) struct RawLog {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
-    pub access_log: NotYet,
+    pub access_log: Option<bool>,
 }
 
 impl RawConfig {
@@ -188,7 +189,6 @@ impl RawConfig {
         for (i, r) in self.routes.iter().enumerate() {
             note(&format!("routes[{i}].host"), &r.host);
         }
-        note("log.access_log", &self.log.access_log);
         keys
     }
 }

@@ -199,6 +199,25 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
             format!("expected an address such as \"127.0.0.1:4180\", got {listen_text:?}"),
         )
     })?;
+    let metrics_listen = raw
+        .metrics_listen
+        .as_deref()
+        .map(|text| {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                ConfigError::new(
+                    "server.metrics_listen",
+                    format!("expected an address such as \"127.0.0.1:9090\", got {text:?}"),
+                )
+            })?;
+            if addr.port() != 0 && addr.port() == listen.port() && (addr.ip() == listen.ip() || addr.ip().is_unspecified() || listen.ip().is_unspecified()) {
+                return Err(ConfigError::new(
+                    "server.metrics_listen",
+                    format!("{addr} is server.listen's address; leave metrics_listen out to serve /metrics there"),
+                ));
+            }
+            Ok(addr)
+        })
+        .transpose()?;
     let public_url = http_url(
         "server.public_url",
         raw.public_url.as_deref().unwrap_or("http://localhost:4180"),
@@ -292,6 +311,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
             .max_connections
             .map(|c| count("server.max_connections", c))
             .transpose()?,
+        metrics_listen,
         prefix,
     })
 }
@@ -1067,7 +1087,11 @@ fn validate_log(raw: RawLog) -> Result<LogConfig> {
             format!("invalid level or filter {level:?}: {e}"),
         )
     })?;
-    Ok(LogConfig { format, level })
+    Ok(LogConfig {
+        format,
+        level,
+        access_log: raw.access_log.unwrap_or(true),
+    })
 }
 
 /// All route patterns as one set, matched in one pass per request. Each pattern compiled alone within

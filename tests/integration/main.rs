@@ -23,4 +23,5 @@ mod runtime;
 mod servers;
 mod sessions;
 mod support;
+mod telemetry;
 mod upstream_tls;

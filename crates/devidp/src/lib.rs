@@ -218,6 +218,13 @@ impl DevProvider {
         *state::lock(&self.shared.misbehavior) = m;
     }
 
+    /// Every authorization code, access token, id_token and refresh token issued so far, in order:
+    /// what a test looks for where it must never appear (logs).
+    #[cfg(feature = "misbehavior")]
+    pub fn issued(&self) -> Vec<String> {
+        state::lock(&self.shared.issued).clone()
+    }
+
     /// Replaces the signing key with a new one under a new kid; the old key leaves the JWKS.
     /// On the (theoretical) failure of key generation the old keys stay and an error is logged.
     pub fn rotate_keys(&self) {

@@ -260,6 +260,9 @@ pub(crate) struct Shared {
     pub(crate) keys: RwLock<KeySet>,
     #[cfg(feature = "misbehavior")]
     pub(crate) misbehavior: Mutex<Misbehavior>,
+    /// Every authorization code and token issued, in order (tests only).
+    #[cfg(feature = "misbehavior")]
+    pub(crate) issued: Mutex<Vec<String>>,
     pub(crate) pending: Mutex<Bounded<PendingLogin>>,
     pub(crate) codes: Mutex<Bounded<CodeGrant>>,
     pub(crate) access_tokens: Mutex<Bounded<TokenGrant>>,
@@ -302,6 +305,8 @@ impl Shared {
             keys: RwLock::new(KeySet::generate(options.profile)?),
             #[cfg(feature = "misbehavior")]
             misbehavior: Mutex::new(Misbehavior::None),
+            #[cfg(feature = "misbehavior")]
+            issued: Mutex::new(Vec::new()),
             pending: Mutex::new(Bounded::new(MAP_CAP)),
             codes: Mutex::new(Bounded::new(MAP_CAP)),
             access_tokens: Mutex::new(Bounded::new(MAP_CAP)),
@@ -333,5 +338,11 @@ impl Shared {
     #[cfg(feature = "misbehavior")]
     pub(crate) fn misbehavior(&self) -> Misbehavior {
         lock(&self.misbehavior).clone()
+    }
+
+    /// Note a code or token handed out (tests only; nothing without the feature).
+    pub(crate) fn note_issued(&self, _value: &str) {
+        #[cfg(feature = "misbehavior")]
+        lock(&self.issued).push(_value.to_owned());
     }
 }

@@ -31,6 +31,7 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::telemetry::metrics::UpstreamError;
 use crate::Body;
 
+mod h1;
 mod pool;
 pub mod tls;
 
@@ -398,16 +399,18 @@ impl Proxy {
             // The client's body broke off or was malformed (a bad chunk size, an oversized chunk
             // extension): the client's fault, not the upstream's. The upstream connection is dropped.
             Ok(Err(pool::Error::Http(e)))
-                if progress
-                    .as_ref()
-                    .is_some_and(|p| p.failed.load(Ordering::SeqCst)) =>
+                if e.downcast_ref::<h1::Error>()
+                    .is_some_and(h1::Error::is_request_body)
+                    || progress
+                        .as_ref()
+                        .is_some_and(|p| p.failed.load(Ordering::SeqCst)) =>
             {
                 return Err(GatewayError::new(
                     ErrorKind::BadRequest,
                     format!(
                         "the request body from {} could not be read: {}",
                         conn.peer,
-                        error_chain(&e)
+                        error_chain(e.as_ref())
                     ),
                 ));
             }
@@ -417,7 +420,11 @@ impl Proxy {
                         (UpstreamError::Connect, "connecting to", error_chain(e))
                     }
                     pool::Error::Tls(why) => (UpstreamError::Tls, "TLS with", why.clone()),
-                    pool::Error::Http(e) => (UpstreamError::Protocol, "talking to", error_chain(e)),
+                    pool::Error::Http(e) => (
+                        UpstreamError::Protocol,
+                        "talking to",
+                        error_chain(e.as_ref()),
+                    ),
                 };
                 return Err(GatewayError::upstream(
                     kind,
@@ -444,7 +451,12 @@ impl Proxy {
         if switching {
             match (client_upgrade, response_upgrade) {
                 (Some(client_side), Some(protocol)) => {
-                    let upstream_side = hyper::upgrade::on(&mut response);
+                    let Some(upstream_side) = response.body_mut().take_upgraded() else {
+                        return Err(GatewayError::upstream(
+                            UpstreamError::Protocol,
+                            "upstream switched protocols but its connection is gone",
+                        ));
+                    };
                     tokio::spawn(tunnel(client_side, upstream_side));
                     let headers = response.headers_mut();
                     headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -531,17 +543,24 @@ impl Drop for UpstreamBody {
     }
 }
 
-/// Copy bytes both ways between the two upgraded connections until either side closes.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+/// Copy bytes both ways between the two upgraded connections until either side closes; what the
+/// upstream sent right after its `101` goes to the client first.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: (pool::Stream, bytes::Bytes)) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(e) => {
             tracing::debug!("upgrade failed: {e}");
             return;
         }
     };
+    let (mut upstream, early) = upstream;
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
+    if !early.is_empty() {
+        if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut client, &early).await {
+            tracing::debug!("upgraded connection ended: {e}");
+            return;
+        }
+    }
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!("upgraded connection ended: {e}");
     }

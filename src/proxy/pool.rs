@@ -3,22 +3,28 @@
 //! Each `Upstream` owns one pool, built at start-up, so a request finds its pool without hashing anything.
 //! Idle connections wait in shards, each a short `Vec` behind its own lock; a worker thread puts to and
 //! takes from the shard its thread-local index picks, and only looks at the others when its own is empty.
-//! No lock is shared by all requests, and each shard holds at most `SHARD_CAPACITY` connections.
+//! No lock is shared by all requests. At most `MAX_IDLE` connections wait in all shards together (a count
+//! kept beside them): under a thousand concurrent requests on one worker thread, every connection that
+//! finishes finds room, so the next request reuses it instead of opening a new one.
 //!
-//! A connection goes back to the pool once its response body has been read to the end (`PooledBody`):
-//! from then on hyper's `SendRequest` takes the next request. A connection whose response was cut short
-//! (the client went away, a read failed) and one that switched protocols (`101`) are never reused.
-//! Taking one out, a connection that has closed meanwhile or has been idle for `IDLE_TIMEOUT` is dropped,
-//! which ends it; while connections are idle, a background task closes the expired ones as well.
+//! An HTTP/1.1 exchange runs in the request's own task (`h1`): no task per connection, no channel
+//! between the request and its connection, and an idle connection holds no buffer. A connection goes
+//! back to the pool once its response body has been read exactly to its end (`PooledBody`). One whose
+//! response was cut short (the client went away, a read failed), whose upstream asked to close it, or
+//! that switched protocols (`101`) is never reused. Taking one out, a connection that has closed
+//! meanwhile (or has been idle for `IDLE_TIMEOUT`) is dropped, which ends it; while connections are idle,
+//! a background task closes the expired and closed ones as well.
 //!
-//! A connection the upstream closed just as it was taken out fails the request before a byte was written;
-//! hyper then hands the request back, and it is sent once more on a new connection. A request that may
-//! have reached the upstream is never sent again.
+//! A request without a body and with an idempotent method whose reused connection turns out to have been
+//! closed by the upstream, before any byte of a response, is sent once more on a new connection; no other
+//! request is ever sent twice.
 //!
 //! An `https://` upstream is reached through rustls (`tls`). When its ALPN answer is `h2`, the one
 //! HTTP/2 connection carries every request at once (each a stream) and is shared rather than pooled;
 //! it is replaced when it closes. A request that upgrades always goes on an HTTP/1.1 connection.
 
+use std::collections::VecDeque;
+use std::error::Error as StdError;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -27,27 +33,30 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::uri::{Authority, Scheme};
-use http::{header, Request, Response, StatusCode, Uri, Version};
+use http::{header, Request, Response, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use url::{Host, Url};
 
+use super::h1::{self, Connection, ResponseBody, SendError};
 use super::tls::{self, Connectors};
 use super::UpstreamBody;
 
 /// How long a connection may sit idle in the pool before it is closed.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 const SHARDS: usize = 16;
-/// Idle connections per shard; beyond this the longest idle one is closed.
-const SHARD_CAPACITY: usize = 64;
+/// Idle connections in all shards together; beyond this the longest idle one of the shard is closed.
+const MAX_IDLE: usize = 1024;
 
-type Sender = SendRequest<UpstreamBody>;
+type BoxError = Box<dyn StdError + Send + Sync>;
 type H2Sender = http2::SendRequest<UpstreamBody>;
 
 /// The TLS error that ended a connection, as rustls reported it: HTTP/2 passes on only its text.
@@ -62,13 +71,19 @@ struct Shared {
 
 /// A new connection, by the protocol it speaks.
 enum Fresh {
-    Http1(Sender),
+    Http1(Connection<Stream>),
     Http2(Shared),
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Connection<Stream>,
     since: Instant,
+}
+
+/// The byte stream under an HTTP/1.1 connection.
+pub enum Stream {
+    Plain(TcpStream),
+    Tls(Box<Watched<TlsStream<TcpStream>>>),
 }
 
 /// Where the upstream's connections go: an address, or a host name resolved on every connect.
@@ -93,8 +108,8 @@ pub enum Error {
     Connect(io::Error),
     /// TLS failed, in the handshake or later (an alert): why, in words (`tls::explain`).
     Tls(String),
-    /// The connection failed during the exchange.
-    Http(hyper::Error),
+    /// The exchange failed.
+    Http(BoxError),
 }
 
 /// The connection pool of one upstream.
@@ -111,7 +126,9 @@ struct Inner {
     tls: Option<TlsTarget>,
     /// The shared HTTP/2 connection, once the upstream chose HTTP/2.
     h2: Mutex<Option<Shared>>,
-    shards: Box<[Mutex<Vec<Idle>>]>,
+    shards: Box<[Mutex<VecDeque<Idle>>]>,
+    /// How many connections wait in all shards.
+    idle: AtomicUsize,
     /// Whether the task closing expired idle connections is running.
     reaping: AtomicBool,
 }
@@ -131,7 +148,7 @@ fn home_shard() -> usize {
     HOME.with(|h| *h)
 }
 
-fn lock(shard: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
+fn lock(shard: &Mutex<VecDeque<Idle>>) -> MutexGuard<'_, VecDeque<Idle>> {
     shard.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -170,7 +187,8 @@ impl Pool {
                 https,
                 tls,
                 h2: Mutex::new(None),
-                shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+                shards: (0..SHARDS).map(|_| Mutex::new(VecDeque::new())).collect(),
+                idle: AtomicUsize::new(0),
                 reaping: AtomicBool::new(false),
             }),
         }
@@ -203,26 +221,26 @@ impl Pool {
         // A request the HTTP/2 connection sent back is in HTTP/2's form; HTTP/1.1 wants its own.
         let req = for_h1(req);
         let req = match self.inner.checkout() {
-            Some(mut sender) => match sender.try_send_request(req).await {
-                Ok(response) => return Ok(self.wrap(sender, response)),
-                // The connection closed before the request was written: it never left, so it may go
-                // again, once, on a new connection.
-                Err(mut e) => match e.take_message() {
-                    Some(req) => req,
-                    None => return Err(self.inner.failure(e.into_error())),
-                },
+            Some(conn) => match conn.send(req).await {
+                Ok(response) => return Ok(self.wrap(response)),
+                Err(SendError::Retry(req, e)) => {
+                    tracing::debug!(
+                        "a kept-alive upstream connection was closed ({e}); sending again on a new one"
+                    );
+                    *req
+                }
+                Err(SendError::Failed(e)) => return Err(self.inner.failure(e.into())),
             },
             None => req,
         };
         // Boxed: the common case, an idle connection, keeps a small future.
         match Box::pin(self.inner.connect(connect_timeout, upgrade)).await? {
-            Fresh::Http1(mut sender) => {
-                let response = sender
-                    .send_request(for_h1(req))
-                    .await
-                    .map_err(|e| self.inner.failure(e))?;
-                Ok(self.wrap(sender, response))
-            }
+            Fresh::Http1(conn) => match conn.send(for_h1(req)).await {
+                Ok(response) => Ok(self.wrap(response)),
+                Err(SendError::Retry(_, e) | SendError::Failed(e)) => {
+                    Err(self.inner.failure(e.into()))
+                }
+            },
             Fresh::Http2(mut h2) => {
                 *lock_h2(&self.inner.h2) = Some(h2.clone());
                 let response = h2
@@ -235,17 +253,13 @@ impl Pool {
         }
     }
 
-    fn wrap(&self, sender: Sender, response: Response<Incoming>) -> Response<PooledBody> {
-        let conn = if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-            // The connection now belongs to the upgraded protocol.
-            None
-        } else {
-            Some(Returning {
-                pool: self.inner.clone(),
-                sender,
+    fn wrap(&self, response: Response<ResponseBody<Stream>>) -> Response<PooledBody> {
+        response.map(|inner| {
+            PooledBody(Kind::Http1 {
+                inner,
+                pool: Some(self.inner.clone()),
             })
-        };
-        response.map(|inner| PooledBody { inner, conn })
+        })
     }
 }
 
@@ -272,7 +286,7 @@ fn for_h1(mut req: Request<UpstreamBody>) -> Request<UpstreamBody> {
 
 /// A response on the shared HTTP/2 connection: nothing to give back.
 fn unpooled(response: Response<Incoming>) -> Response<PooledBody> {
-    response.map(|inner| PooledBody { inner, conn: None })
+    response.map(|body| PooledBody(Kind::Http2(body)))
 }
 
 fn lock_h2(h2: &Mutex<Option<Shared>>) -> MutexGuard<'_, Option<Shared>> {
@@ -325,8 +339,8 @@ impl Inner {
     }
 
     /// A failed exchange; one that TLS ended says so.
-    fn failure(&self, e: hyper::Error) -> Error {
-        match (&self.tls, tls::rustls_error(&e)) {
+    fn failure(&self, e: BoxError) -> Error {
+        match (&self.tls, tls::rustls_error(e.as_ref())) {
             (Some(t), Some(tls_error)) => {
                 Error::Tls(tls::explain(tls_error, t.connectors.client_certificate))
             }
@@ -340,58 +354,47 @@ impl Inner {
             (Some(t), Some(tls_error)) => {
                 Error::Tls(tls::explain(tls_error, t.connectors.client_certificate))
             }
-            _ => self.failure(e),
+            _ => self.failure(e.into()),
         }
     }
 
     /// An idle HTTP/1.1 connection ready for a request, if there is one.
-    fn checkout(&self) -> Option<Sender> {
+    fn checkout(&self) -> Option<Connection<Stream>> {
         let home = home_shard();
         let mut now = None;
         for i in 0..SHARDS {
             let mut idle = lock(&self.shards[(home + i) % SHARDS]);
-            while let Some(entry) = idle.pop() {
+            while let Some(mut entry) = idle.pop_back() {
+                self.idle.fetch_sub(1, Ordering::Relaxed);
                 let now = *now.get_or_insert_with(Instant::now);
-                if entry.sender.is_ready() && now.duration_since(entry.since) < IDLE_TIMEOUT {
-                    return Some(entry.sender);
+                if now.duration_since(entry.since) < IDLE_TIMEOUT && entry.conn.is_usable() {
+                    return Some(entry.conn);
                 }
-                // Closed or expired: dropping the sender ends the connection.
+                // Closed or expired: dropping the connection ends it.
             }
         }
         None
     }
 
-    fn put(self: &Arc<Self>, sender: Sender) {
+    fn put(self: &Arc<Self>, conn: Connection<Stream>) {
         let entry = Idle {
-            sender,
+            conn,
             since: Instant::now(),
         };
         {
             let mut idle = lock(&self.shards[home_shard()]);
-            if idle.len() >= SHARD_CAPACITY {
-                idle.remove(0);
+            if self.idle.load(Ordering::Relaxed) >= MAX_IDLE {
+                // Full: the longest idle connection here makes room, or, with none here, this one ends.
+                if idle.pop_front().is_none() {
+                    return;
+                }
+            } else {
+                self.idle.fetch_add(1, Ordering::Relaxed);
             }
-            idle.push(entry);
+            idle.push_back(entry);
         }
         if !self.reaping.load(Ordering::SeqCst) {
             self.start_reaper();
-        }
-    }
-
-    /// Give a connection whose response was read to the end back to the pool. hyper readies it for the
-    /// next request as soon as its task has seen the end of the response, which is nearly always already
-    /// the case; otherwise a small task waits for that.
-    fn give_back(self: Arc<Self>, mut sender: Sender) {
-        if sender.is_ready() {
-            self.put(sender);
-        } else if !sender.is_closed() {
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move {
-                    if let Ok(Ok(())) = tokio::time::timeout(IDLE_TIMEOUT, sender.ready()).await {
-                        self.put(sender);
-                    }
-                });
-            }
         }
     }
 
@@ -402,7 +405,11 @@ impl Inner {
             .iter()
             .map(|shard| {
                 let mut idle = lock(shard);
-                idle.retain(|e| e.sender.is_ready() && now.duration_since(e.since) < IDLE_TIMEOUT);
+                let before = idle.len();
+                idle.retain_mut(|e| {
+                    now.duration_since(e.since) < IDLE_TIMEOUT && e.conn.is_usable()
+                });
+                self.idle.fetch_sub(before - idle.len(), Ordering::Relaxed);
                 idle.len()
             })
             .sum()
@@ -455,7 +462,7 @@ impl Inner {
             tracing::debug!("TCP_NODELAY not set on an upstream connection: {e}");
         }
         if !self.https {
-            return http1_over(stream).await.map(Fresh::Http1);
+            return Ok(Fresh::Http1(Connection::new(Stream::Plain(stream))));
         }
         let Some(tls) = &self.tls else {
             // Never the case for a validated configuration: fail closed rather than speak plain HTTP.
@@ -483,10 +490,16 @@ impl Inner {
                 }
                 Err(_) => return Err(timed_out()),
             };
-        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
-            return http1_over(stream).await.map(Fresh::Http1);
-        }
         let failure = TlsFailure::default();
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            let watched = Watched {
+                inner: stream,
+                failure,
+            };
+            return Ok(Fresh::Http1(Connection::new(Stream::Tls(Box::new(
+                watched,
+            )))));
+        }
         let watched = Watched {
             inner: stream,
             failure: failure.clone(),
@@ -496,7 +509,7 @@ impl Inner {
             .keep_alive_interval(Some(Duration::from_secs(30)))
             .handshake(TokioIo::new(watched))
             .await
-            .map_err(|e| self.failure(e))?;
+            .map_err(|e| self.failure(e.into()))?;
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!("upstream HTTP/2 connection ended: {e}");
@@ -540,7 +553,7 @@ impl Inner {
 }
 
 /// A TLS stream that keeps the rustls error that ended it (see [`TlsFailure`]).
-struct Watched<S> {
+pub struct Watched<S> {
     inner: S,
     failure: TlsFailure,
 }
@@ -606,73 +619,146 @@ impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
     }
 }
 
-/// An HTTP/1.1 connection over `io`, its task spawned.
-async fn http1_over<T>(io: T) -> Result<Sender, Error>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let (sender, conn) = http1::handshake(TokioIo::new(io))
-        .await
-        .map_err(Error::Http)?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.with_upgrades().await {
-            tracing::debug!("upstream connection ended: {e}");
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
-    });
-    Ok(sender)
+    }
 }
 
-/// A connection lent to one exchange, on its way back to the pool.
-struct Returning {
-    pool: Arc<Inner>,
-    sender: Sender,
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(s) => s.is_write_vectored(),
+            Stream::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
 }
 
-/// An upstream response body: passes the upstream's stream through, and gives the connection back to the
-/// pool once it has been read to the end (or had no content to begin with).
-pub struct PooledBody {
-    inner: Incoming,
-    conn: Option<Returning>,
+impl h1::Io for Stream {
+    fn poll_read_ready(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Stream::Plain(s) => s.poll_read_ready(cx),
+            // TLS may hold decrypted bytes already: no way to wait without reading.
+            Stream::Tls(_) => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// An upstream response body: passes the upstream's bytes through. Over HTTP/1.1 it gives the connection
+/// back to the pool once the message has been read exactly to its end (or had no content to begin
+/// with); over HTTP/2 the stream ends with it.
+pub struct PooledBody(Kind);
+
+enum Kind {
+    Http1 {
+        inner: ResponseBody<Stream>,
+        pool: Option<Arc<Inner>>,
+    },
+    Http2(Incoming),
 }
 
 impl PooledBody {
     fn release(&mut self) {
-        if let Some(Returning { pool, sender }) = self.conn.take() {
-            pool.give_back(sender);
+        if let Kind::Http1 { inner, pool } = &mut self.0 {
+            if let Some(pool) = pool.take() {
+                if let Some(conn) = inner.take_reusable() {
+                    pool.put(conn);
+                }
+            }
+        }
+    }
+
+    /// For a `101 Switching Protocols` response: the upstream's stream and the bytes already read from
+    /// it. The body is empty afterwards.
+    pub fn take_upgraded(&mut self) -> Option<(Stream, Bytes)> {
+        match &mut self.0 {
+            Kind::Http1 { inner, pool } => {
+                *pool = None;
+                inner.take_upgraded()
+            }
+            Kind::Http2(_) => None,
         }
     }
 }
 
 impl http_body::Body for PooledBody {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Data = Bytes;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.release(),
-            Poll::Ready(Some(Ok(frame))) => {
-                if frame.is_trailers() || this.inner.is_end_stream() {
+        match &mut this.0 {
+            Kind::Http1 { inner, .. } => {
+                let polled = Pin::new(inner).poll_frame(cx);
+                let ended =
+                    matches!(polled, Poll::Ready(None | Some(Ok(_)))) && this.is_end_stream();
+                if ended {
                     this.release();
                 }
+                polled.map_err(Into::into)
             }
-            // The rest of the message is lost: the connection cannot carry another.
-            Poll::Ready(Some(Err(_))) => this.conn = None,
-            Poll::Pending => {}
+            Kind::Http2(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match &self.0 {
+            Kind::Http1 { inner, .. } => inner.is_end_stream(),
+            Kind::Http2(inner) => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> http_body::SizeHint {
-        self.inner.size_hint()
+        match &self.0 {
+            Kind::Http1 { inner, .. } => inner.size_hint(),
+            Kind::Http2(inner) => inner.size_hint(),
+        }
     }
 }
 
@@ -680,7 +766,7 @@ impl Drop for PooledBody {
     fn drop(&mut self) {
         // A body with nothing left to read is complete even if never polled (`HEAD`, `204`, an exact
         // length read in full); otherwise the connection is dropped, which ends it.
-        if self.inner.is_end_stream() {
+        if self.is_end_stream() {
             self.release();
         }
     }

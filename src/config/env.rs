@@ -14,8 +14,8 @@ use super::{ConfigError, Result, ENV_PREFIX};
 pub(super) type Origins = BTreeMap<String, String>;
 
 /// Merge the configuration variables of `env` into the table. `true`/`false` become booleans, values
-/// starting with `[` or `{` are read as TOML arrays or tables, anything else is a string, so a secret
-/// that happens to look like a number stays a string.
+/// that read as a TOML array or table (starting with `[` or `{`) are one, anything else is a string,
+/// so a secret that happens to look like a number stays a string.
 pub(super) fn apply(table: &mut toml::Table, env: &BTreeMap<String, String>) -> Result<Origins> {
     let mut origins = Origins::new();
     for (name, value) in env {
@@ -51,14 +51,14 @@ pub(super) fn apply(table: &mut toml::Table, env: &BTreeMap<String, String>) -> 
         let parsed = match value.trim() {
             "true" => toml::Value::Boolean(true),
             "false" => toml::Value::Boolean(false),
-            v if v.starts_with('[') || v.starts_with('{') => {
-                let doc: toml::Table = format!("v = {v}").parse().map_err(|_| {
-                    ConfigError::new(&path, format!("{name} is not a valid TOML array or table"))
-                })?;
-                doc.get("v")
-                    .cloned()
-                    .unwrap_or(toml::Value::String(v.into()))
-            }
+            // A value that reads as a TOML array or table is one; anything else stays a string, so
+            // an IPv6 listen address (`[::]:4180`) or a secret that starts with a bracket is kept as
+            // written.
+            v if v.starts_with('[') || v.starts_with('{') => format!("v = {v}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut doc| doc.remove("v"))
+                .unwrap_or_else(|| toml::Value::String(value.clone())),
             _ => toml::Value::String(value.clone()),
         };
         let entry = table
@@ -118,5 +118,24 @@ mod tests {
         let e = apply(&mut table, &env(&[("PORTCULLIS_ROUTES__PATH", "^/")])).unwrap_err();
         assert_eq!(e.key, "routes");
         assert!(e.message.contains("PORTCULLIS_ROUTES__PATH"), "{e}");
+    }
+
+    #[test]
+    fn brackets_make_an_array_only_when_the_value_is_one() {
+        let mut table = toml::Table::new();
+        apply(
+            &mut table,
+            &env(&[
+                ("PORTCULLIS_SERVER__LISTEN", "[::]:4180"),
+                ("PORTCULLIS_OIDC__CLIENT_SECRET", "{not toml"),
+                ("PORTCULLIS_OIDC__SCOPES", "[\"openid\", \"email\"]"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(table["server"]["listen"].as_str(), Some("[::]:4180"));
+        assert_eq!(table["oidc"]["client_secret"].as_str(), Some("{not toml"));
+        let scopes = table["oidc"]["scopes"].as_array().expect("an array");
+        assert_eq!(scopes.len(), 2);
+        assert_eq!(scopes[1].as_str(), Some("email"));
     }
 }

@@ -324,13 +324,38 @@ pub struct LogConfig {
     pub access_log: bool,
 }
 
+/// The most a configuration file, a PEM file or a CA bundle it names may hold.
+pub const MAX_FILE_BYTES: u64 = 1 << 20;
+/// The most a secret file (`*_secret_file`, `redis_url_file`) may hold.
+pub const MAX_SECRET_FILE_BYTES: u64 = 64 << 10;
+
+/// Read at most `limit` bytes of `path`: a larger file (or a device that never ends) is an error,
+/// never an allocation the size of whatever the path names.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(limit + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(std::io::Error::other(format!("larger than {limit} bytes")));
+    }
+    Ok(bytes)
+}
+
+/// [`read_limited`] for text.
+pub(crate) fn read_limited_text(path: &Path, limit: u64) -> std::io::Result<String> {
+    String::from_utf8(read_limited(path, limit)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8 text"))
+}
+
 /// Environment variables that override configuration keys start with this.
 pub const ENV_PREFIX: &str = "PORTCULLIS_";
 
 impl Config {
     /// Read, merge with the process environment, and validate the file at `path`.
     pub fn load(path: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
+        let text = read_limited_text(path, MAX_FILE_BYTES).map_err(|e| {
             ConfigError::new("config", format!("cannot read {}: {e}", path.display()))
         })?;
         let env: BTreeMap<String, String> = std::env::vars()
@@ -914,6 +939,38 @@ allowed_groups = ["root"]
             ),
         );
         assert_eq!(err(&both).key, "oidc.client_secret");
+    }
+
+    #[test]
+    fn oversized_and_endless_files_are_refused_naming_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big");
+        std::fs::write(&big, "x".repeat(MAX_SECRET_FILE_BYTES as usize + 1)).unwrap();
+        for path in [big.as_path(), Path::new("/dev/zero")] {
+            let text = base().replace(
+                "client_secret = \"s3cret\"",
+                &format!("client_secret_file = {:?}", path.display().to_string()),
+            );
+            let e = err(&text);
+            assert_eq!(e.key, "oidc.client_secret_file");
+            assert!(e.message.contains("larger than 65536 bytes"), "{e}");
+        }
+        let fits = dir.path().join("fits");
+        std::fs::write(&fits, "y".repeat(MAX_SECRET_FILE_BYTES as usize)).unwrap();
+        let text = base().replace(
+            "client_secret = \"s3cret\"",
+            &format!("client_secret_file = {:?}", fits.display().to_string()),
+        );
+        assert_eq!(
+            parse(&text)
+                .unwrap()
+                .oidc
+                .client_secret
+                .unwrap()
+                .expose_secret()
+                .len(),
+            MAX_SECRET_FILE_BYTES as usize
+        );
     }
 
     #[test]

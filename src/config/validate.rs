@@ -102,7 +102,7 @@ fn required<'a>(key: &str, value: Option<&'a String>) -> Result<&'a str> {
 
 /// Read a secret file; trailing whitespace (the newline editors and `kubectl create secret` add) is dropped.
 fn read_secret_file(key: &str, path: &Path) -> Result<String> {
-    let text = std::fs::read_to_string(path)
+    let text = super::read_limited_text(path, super::MAX_SECRET_FILE_BYTES)
         .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
     let text = text.trim_end().to_string();
     if text.is_empty() {
@@ -353,8 +353,10 @@ fn validate_upstream(raw: Option<RawUpstream>) -> Result<UpstreamConfig> {
 
 /// PEM certificates from `path`, at least one.
 fn pem_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+    let pem = super::read_limited(path, super::MAX_FILE_BYTES)
+        .map_err(|e| ConfigError::new(key, format!("cannot read {}: {e}", path.display())))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| {
             ConfigError::new(
                 key,
@@ -412,7 +414,13 @@ fn upstream_tls(
         }
         (Some(cert_path), Some(key_path)) => {
             let cert_chain = pem_certificates("upstream.client_cert_file", cert_path)?;
-            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+            let pem = super::read_limited(key_path, super::MAX_FILE_BYTES).map_err(|e| {
+                ConfigError::new(
+                    "upstream.client_key_file",
+                    format!("cannot read {}: {e}", key_path.display()),
+                )
+            })?;
+            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
                 ConfigError::new(
                     "upstream.client_key_file",
                     format!(
@@ -482,7 +490,7 @@ fn validate_oidc(raw: Option<RawOidc>) -> Result<OidcConfig> {
     };
     let private_key = match (client_auth, raw.private_key_file) {
         (ClientAuthMethod::PrivateKeyJwt, Some(path)) => {
-            let pem = std::fs::read(&path).map_err(|e| {
+            let pem = super::read_limited(&path, super::MAX_FILE_BYTES).map_err(|e| {
                 ConfigError::new(
                     "oidc.private_key_file",
                     format!("cannot read {}: {e}", path.display()),
@@ -749,7 +757,7 @@ fn validate_assertion(raw: RawAssertion, headers: &HeadersConfig) -> Result<Asse
     };
     let key_pem = match raw.key_file {
         Some(path) => {
-            let pem = std::fs::read(&path).map_err(|e| {
+            let pem = super::read_limited(&path, super::MAX_FILE_BYTES).map_err(|e| {
                 ConfigError::new(
                     "assertion.key_file",
                     format!("cannot read {}: {e}", path.display()),
@@ -929,7 +937,7 @@ fn validate_redis(raw: &RawSession, store: StoreKind) -> Result<Option<RedisConf
         .redis_ca_file
         .as_ref()
         .map(|path| {
-            let pem = std::fs::read(path).map_err(|e| {
+            let pem = super::read_limited(path, super::MAX_FILE_BYTES).map_err(|e| {
                 ConfigError::new(
                     "session.redis_ca_file",
                     format!("cannot read {}: {e}", path.display()),

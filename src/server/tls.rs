@@ -57,7 +57,7 @@ struct Contents {
 impl Contents {
     fn read(files: &TlsFiles) -> Result<Contents, String> {
         let read = |key: &str, path: &std::path::Path| {
-            std::fs::read(path)
+            crate::config::read_limited(path, crate::config::MAX_FILE_BYTES)
                 .map_err(|e| format!("server.{key}: cannot read {}: {e}", path.display()))
         };
         Ok(Contents {

@@ -38,6 +38,7 @@ LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-4}
 PORTCULLIS=${PORTCULLIS:-target/release/portcullis}
 HELPER=${HELPER:-target/release/examples/bench_login}
 APACHE_MODULES=${APACHE_MODULES:-/usr/lib/apache2/modules}
+APACHE_SHM_MAX=${APACHE_SHM_MAX:-}   # mod_auth_openidc's OIDCCacheShmMax; unset: its default (500 entries)
 
 log() { echo "load.sh: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -352,6 +353,7 @@ OIDCScope "openid profile email"
 OIDCPKCEMethod S256
 OIDCCryptoPassphrase $("$PORTCULLIS" secret)
 OIDCCacheType shm
+${APACHE_SHM_MAX:+OIDCCacheShmMax $APACHE_SHM_MAX}
 OIDCSessionType server-cache
 OIDCPassClaimsAs environment
 OIDCRemoteUserClaim sub
@@ -524,7 +526,7 @@ to_us() { # wrk latency such as 812.00us, 1.23ms, 1.01s -> microseconds
     printf "%.0f", n * f }'
 }
 
-# Runs wrk; sets requests, rps, p50, p99 (us), errors.
+# Runs wrk; sets requests, rps, p50, p99 (us), errors and error_detail.
 load_wrk() { # variant connections
   local out
   out=$(taskset -c "$CLIENT_CPU" timeout "$LIMIT" wrk -t1 -c"$2" -d"$DURATION" --latency \
@@ -537,6 +539,7 @@ load_wrk() { # variant connections
   non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}')
   socket=$(echo "$out" | awk '/Socket errors/ {gsub(",", ""); print $4 + $6 + $8 + $10}')
   errors=$((${non2xx:-0} + ${socket:-0}))
+  error_detail="non-2xx ${non2xx:-0}; $(echo "$out" | awk '/Socket errors/ {sub(/^ */, ""); print}')"
   # Most answers refused: the session no longer authenticates, and the figures would mean nothing.
   [ "${non2xx:-0}" -le $((requests / 2)) ] || die "$1: $non2xx of $requests answers were not 2xx: $out"
 }
@@ -550,9 +553,11 @@ load_h2() { # variant
   echo "$out" | grep -q 'Application protocol: h2c' || die "$1: h2load did not speak h2c: $out"
   rps=$(echo "$out" | awk '/^finished in/ {print $4}')
   requests=$(echo "$out" | awk '/^requests:/ {print $6}')
-  local ok
-  ok=$(echo "$out" | awk '/^status codes:/ {print $3}')
-  errors=$((requests - ok))
+  # Non-2xx answers, timeouts, and streams that failed; not the requests still in flight when the
+  # duration ended (started but not done), which h2load counts as errored.
+  errors=$(echo "$out" | awk '
+    /^requests:/ {e += $14 + $12 - ($4 - $6)} /^status codes:/ {e += $5 + $7 + $9} END {print (e > 0 ? e : 0)}')
+  error_detail=$(echo "$out" | grep -E '^(requests|status codes):' | tr '\n' ' ')
   [ "$errors" -le $((requests / 2)) ] || die "$1: $errors of $requests requests failed or were not 2xx: $out"
   read -r p50 p99 < <(awk -F'\t' '{print $3}' "$WORK/h2load.log" | sort -n |
     awk '{v[NR] = $1} END {if (NR == 0) print "- -"; else print v[int((NR - 1) * 0.50) + 1], v[int((NR - 1) * 0.99) + 1]}')
@@ -586,6 +591,7 @@ run_row() { # "variant shape"
     fi
   fi
   log "$row: $rps req/s, p99 $p99 us, $errors errors, cpu $((after - before)) ticks for $requests requests"
+  [ "$errors" = 0 ] || log "$row: errors: $error_detail"
 }
 
 # Logins through gateway $2 for the login row $1; CPU of the processes in $3.
@@ -625,8 +631,8 @@ for round in $(seq 1 "$ROUNDS"); do
   run_logins portcullis "http://127.0.0.1:$GW_PORT" "$GW_PID"
   if [ -n "$APACHE_ON" ]; then
     run_logins apache "http://127.0.0.1:$AP_PORT" "$AP_PID"
-    # Its shared-memory cache is bounded (500 entries by default): the logins may have evicted the
-    # session the next round uses.
+    # Its shared-memory cache is bounded (OIDCCacheShmMax, 500 entries by default): the logins may
+    # have evicted the session the next round uses.
     apache_login || die "the login through mod_auth_openidc failed after round $round"
   fi
 done
@@ -654,7 +660,7 @@ echo "Medians of $ROUNDS alternating rounds, (min-max) over the rounds; $DURATIO
 echo "CPU $SERVER_CPU, load generators on CPU $CLIENT_CPU; every request carries the session cookie (portcullis"
 echo "decrypts and checks it, then proxies). CPU per request: the target's own processes (forward-auth: nginx and"
 echo "the auth service). Peak RSS: the highest RSS during the measurement (nginx: master and worker; Apache:"
-echo "all its processes)."
+echo "all its processes), memory a process kept from earlier rows included."
 echo
 echo "| target | shape | req/s | p50 (us) | p99 (us) | CPU per request (us) | peak RSS (MiB) | errors (all rounds) |"
 echo "|---|---|---:|---:|---:|---:|---:|---:|"
@@ -683,6 +689,9 @@ echo "|---|---:|---:|"
 echo "| portcullis | $(spread "${LOGIN_RATE[portcullis]}") | $(spread "${LOGIN_CPU[portcullis]}") |"
 if [ -n "$APACHE_ON" ]; then
   echo "| Apache mod_auth_openidc (all its processes) | $(spread "${LOGIN_RATE[apache]}") | $(spread "${LOGIN_CPU[apache]}") |"
+  evicted=$(grep -c 'dropping LRU entry' "$WORK/apache/error.log" || true)
+  echo
+  echo "mod_auth_openidc's shared-memory cache (OIDCCacheShmMax ${APACHE_SHM_MAX:-500, its default}) dropped $evicted entries younger than an hour."
 fi
 echo
 [ -n "$FORWARD_AUTH" ] || echo "Forward-auth rows skipped: $FORWARD_AUTH_SKIPPED."

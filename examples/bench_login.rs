@@ -2,14 +2,20 @@
 //! that performs real logins through a running gateway.
 //!
 //! ```text
-//! bench_login provider PORT REDIRECT_URIS CLIENT_ID CLIENT_SECRET
-//!     Serve the development provider on 127.0.0.1:PORT (client_secret_basic) until stdin closes;
-//!     REDIRECT_URIS is a comma-separated list (one per gateway under test).
+//! bench_login provider PORT REDIRECT_URIS CLIENT_ID CLIENT_SECRET [REDIRECT_URIS CLIENT_ID CLIENT_SECRET]...
+//!     Serve the development provider on 127.0.0.1:PORT until stdin closes, with one client
+//!     (client_secret_basic) per group of three arguments; REDIRECT_URIS is a comma-separated list
+//!     (one per gateway under test that uses that client).
 //! bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS
 //!     Perform COUNT full logins (gateway -> provider form -> callback), CONCURRENCY at a time, stopping
 //!     early after TIME_LIMIT_SECS. Prints `cookie=<Cookie header of the last session>` and
 //!     `logins=<n> seconds=<wall> logins_per_sec=<rate>` on stdout.
 //! ```
+//!
+//! The login follows the redirects a browser would, carrying the cookies of the first answer to the
+//! callback, so it works through any relying party that keeps its login state in cookies: portcullis,
+//! and Apache's mod_auth_openidc (its state cookie `mod_auth_openidc_state_*`, its callback at its
+//! `OIDCRedirectURI`, its session cookie `mod_auth_openidc_session`).
 //!
 //! The provider runs in this process and the gateway in its own, so the gateway's CPU time during the
 //! logins (read from /proc by the script) is the gateway's own work per login, the provider's excluded.
@@ -32,8 +38,16 @@ fn main() -> Result<(), Error> {
         .collect::<Vec<_>>()
         .as_slice()
     {
-        ["provider", port, redirect_uri, client_id, secret] => {
-            rt.block_on(provider(port.parse()?, redirect_uri, client_id, secret))
+        ["provider", port, clients @ ..] if !clients.is_empty() && clients.len() % 3 == 0 => {
+            let clients = clients
+                .chunks_exact(3)
+                .map(|c| DevClient {
+                    client_id: c[1].to_string(),
+                    auth: DevClientAuth::SecretBasic(c[2].to_string()),
+                    redirect_uris: c[0].split(',').map(str::to_string).collect(),
+                })
+                .collect();
+            rt.block_on(provider(port.parse()?, clients))
         }
         ["login", gateway, path, count, concurrency, limit] => rt.block_on(logins(
             gateway,
@@ -43,28 +57,19 @@ fn main() -> Result<(), Error> {
             Duration::from_secs(limit.parse()?),
         )),
         _ => Err(
-            "usage: bench_login provider PORT REDIRECT_URI CLIENT_ID CLIENT_SECRET | \
+            "usage: bench_login provider PORT (REDIRECT_URIS CLIENT_ID CLIENT_SECRET)... | \
                   bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS"
                 .into(),
         ),
     }
 }
 
-async fn provider(
-    port: u16,
-    redirect_uri: &str,
-    client_id: &str,
-    secret: &str,
-) -> Result<(), Error> {
+async fn provider(port: u16, clients: Vec<DevClient>) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let provider = DevProvider::start(
         listener,
         DevProviderOptions {
-            clients: vec![DevClient {
-                client_id: client_id.to_string(),
-                auth: DevClientAuth::SecretBasic(secret.to_string()),
-                redirect_uris: redirect_uri.split(',').map(str::to_string).collect(),
-            }],
+            clients,
             profile: Profile::Standard,
             issue_refresh_token: false,
             ..Default::default()

@@ -118,7 +118,7 @@ pub(super) struct RawSession {
     pub idle_timeout: Option<String>,
     pub refresh: Option<RefreshMode>,
     pub refresh_before: Option<String>,
-    pub cookie_domain: NotYet,
+    pub cookie_domain: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -129,7 +129,7 @@ pub(super) struct RawRoute {
     pub policy: Option<Policy>,
     pub upstream: Option<String>,
     pub allowed_groups: Option<Vec<String>>,
-    pub host: NotYet,
+    pub host: Option<String>,
     pub case_insensitive: Option<bool>,
 }
 
@@ -188,12 +188,6 @@ impl RawConfig {
             note("upstream.ca_file", &u.ca_file);
             note("upstream.client_cert_file", &u.client_cert_file);
             note("upstream.client_key_file", &u.client_key_file);
-        }
-        if let Some(s) = &self.session {
-            note("session.cookie_domain", &s.cookie_domain);
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            note(&format!("routes[{i}].host"), &r.host);
         }
         note("log.access_log", &self.log.access_log);
         keys

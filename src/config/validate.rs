@@ -17,8 +17,9 @@ use super::raw::{
 };
 use super::{
     decode_secret, AccessConfig, ApiConfig, AssertionConfig, ClientAuthMethod, Config, ConfigError,
-    HeadersConfig, LogConfig, LogFormat, OidcConfig, Policy, RedisConfig, RedisMode, RefreshMode,
-    Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles, UpstreamConfig,
+    HeadersConfig, HostPattern, LogConfig, LogFormat, OidcConfig, Policy, RedisConfig, RedisMode,
+    RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles,
+    UpstreamConfig,
 };
 
 fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -669,6 +670,11 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
         .as_deref()
         .map(|t| duration("session.idle_timeout", Some(t), ""))
         .transpose()?;
+    let cookie_domain = raw
+        .cookie_domain
+        .as_deref()
+        .map(|d| cookie_domain(d, public_url, &cookie_name))
+        .transpose()?;
     Ok(SessionConfig {
         secret: SecretBox::new(Box::new(secret)),
         previous_secrets,
@@ -684,7 +690,56 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
             raw.refresh_before.as_deref(),
             "60s",
         )?,
+        cookie_domain,
     })
+}
+
+/// `session.cookie_domain`: a domain of two labels or more (browsers refuse a public suffix), not
+/// an address, that `public_url`'s host lies in: the callback there sets the cookies every tool
+/// under the domain then shares. A leading dot (the old spelling) is dropped.
+fn cookie_domain(text: &str, public_url: &Url, cookie_name: &str) -> Result<String> {
+    let key = "session.cookie_domain";
+    let domain = text.trim_start_matches('.').to_ascii_lowercase();
+    crate::router::host::dns_name(&domain).map_err(|e| ConfigError::new(key, e))?;
+    if domain.contains('_') {
+        return Err(ConfigError::new(
+            key,
+            format!("{domain:?}: '_' cannot appear in a cookie domain"),
+        ));
+    }
+    if !domain.contains('.') {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{domain:?}: expected a domain of two labels or more, such as \"corp.example\""
+            ),
+        ));
+    }
+    if domain.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(ConfigError::new(
+            key,
+            "an IP address cannot be a cookie domain; leave the key out for host-only cookies",
+        ));
+    }
+    let host = public_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host != domain && !host.ends_with(&format!(".{domain}")) {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "server.public_url's host {host:?} is not {domain:?} or under it: the cookies its callback sets would not reach the other tools"
+            ),
+        ));
+    }
+    if cookie_name.starts_with("__Host-") {
+        return Err(ConfigError::new(
+            key,
+            "a __Host- cookie (session.cookie_name) cannot carry a Domain",
+        ));
+    }
+    Ok(domain)
 }
 
 fn validate_redis(raw: &RawSession, store: StoreKind) -> Result<Option<RedisConfig>> {
@@ -873,7 +928,16 @@ fn validate_headers(raw: Option<toml::Table>) -> Result<HeadersConfig> {
 
 fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
     let key = |k: &str| format!("routes[{i}].{k}");
-    let path_text = required(&key("path"), raw.path.as_ref())?;
+    let host = raw
+        .host
+        .as_deref()
+        .map(|h| HostPattern::parse(h).map_err(|e| ConfigError::new(key("host"), e)))
+        .transpose()?;
+    // A route that names a host covers all of its paths unless it says otherwise.
+    let path_text = match (&host, raw.path.as_ref()) {
+        (Some(_), None) => "^/",
+        (_, path) => required(&key("path"), path)?,
+    };
     // The flag travels inside the pattern, so every matcher built from `path.as_str()` keeps it.
     let path_text = if raw.case_insensitive.unwrap_or(false) {
         format!("(?i){path_text}")
@@ -922,6 +986,7 @@ fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
         groups => Some(rule_list(&key("allowed_groups"), groups)?),
     };
     Ok(RouteConfig {
+        host,
         path,
         methods,
         policy,

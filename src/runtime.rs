@@ -22,6 +22,7 @@ use crate::assertion::{AssertionKeys, AssertionSettings, Subject};
 use crate::bearer::TokenCache;
 use crate::config::{ClientAuthMethod, Config};
 use crate::identity::IdentityMapping;
+use crate::login::ReturnTargets;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::policy::{AccessPolicy, GroupRule};
 use crate::proxy::{Pool, Proxy, Upstream};
@@ -176,6 +177,10 @@ pub struct Snapshot {
     pub route_groups: Vec<Option<GroupRule>>,
     /// `[assertion]` as this configuration applies it.
     pub assertion: Option<AssertionSettings>,
+    /// Where a browser may be sent after a login or a sign-out.
+    pub return_targets: ReturnTargets,
+    /// Forward-auth's `X-Auth-Request-*` headers and their claims.
+    pub auth_request_mapping: Vec<(http::HeaderName, String)>,
 }
 
 impl Snapshot {
@@ -191,7 +196,7 @@ impl Snapshot {
                 name: config.session.cookie_name.clone(),
                 secure: config.session.secure,
                 max_age: config.session.lifetime,
-                domain: None,
+                domain: config.session.cookie_domain.clone(),
             },
             config.session.secret.expose_secret(),
             &previous,
@@ -241,6 +246,15 @@ impl Snapshot {
                 .chain(assertion.as_ref().map(|a| a.header.clone())),
         );
         let access = AccessPolicy::new(&config.access);
+        let auth_request_mapping = crate::forward_auth::auth_request_mapping(
+            &config.headers.claims,
+            &config.access.groups_claim,
+        );
+        let return_targets = ReturnTargets::new(
+            &config.server.public_url,
+            config.routes.iter().filter_map(|r| r.host.as_ref()),
+            config.session.cookie_domain.as_deref(),
+        );
         let route_groups = config
             .routes
             .iter()
@@ -262,6 +276,8 @@ impl Snapshot {
             access,
             route_groups,
             assertion,
+            return_targets,
+            auth_request_mapping,
         })
     }
 

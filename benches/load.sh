@@ -173,6 +173,8 @@ lifetime = "12h"
 "X-Forwarded-Groups" = "groups"
 [log]
 level = "info"
+# Like nginx's "access_log off" above: neither side writes a line per request.
+access_log = false
 EOF
 # The same gateway on the Redis store.
 sed -e "s/127.0.0.1:$GW_PORT/127.0.0.1:$GWR_PORT/g" \

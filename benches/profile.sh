@@ -63,6 +63,8 @@ secret = "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 "X-Forwarded-Email" = "email"
 "X-Forwarded-Preferred-Username" = "preferred_username"
 "X-Forwarded-Groups" = "groups"
+[log]
+access_log = false   # like the upstream's "access_log off": the request path, not log writing
 CONF
 
 nginx -e "$W/err.log" -p "$W" -c "$W/up.conf" & PIDS+=($!)

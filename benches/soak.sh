@@ -153,7 +153,7 @@ status=$(curl -s -o /dev/null -w '%{http_code}' -H 'Accept: application/json' "h
 sleep 1
 FD_BEFORE=$(fds "$GW_PID")
 RSS_BEFORE=$(kb "$GW_PID" VmRSS)
-MAX_CONNS=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/gateway.log" | grep -o 'max_connections=[0-9]*' | head -1 | cut -d= -f2)
+MAX_CONNS=$(sed 's/\x1b\[[0-9;]*m//g' "$WORK/gateway.log" | grep -o 'max_connections=[0-9]*' | head -1 | cut -d= -f2 || true)
 log "before: $FD_BEFORE open files, RSS $(mib "$RSS_BEFORE") MiB, max_connections ${MAX_CONNS:-?}"
 
 # --- the soak --------------------------------------------------------------------------------------

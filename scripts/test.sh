@@ -47,7 +47,8 @@ redis-server --version
 echo "== what the deploy/ checks need"
 # tests/integration/deploy.rs: nginx (nginx -t, and a real nginx in front of a stand-in gateway) and
 # systemd-analyze (verify, security) from Debian; kubernetes-validate, yamllint and PyYAML in a
-# virtual environment. kubectl (kustomize) is used when present; Debian does not carry it.
+# virtual environment, with prometheus-client, whose OpenMetrics parser reads /metrics in
+# tests/integration/telemetry.rs. kubectl (kustomize) is used when present; Debian does not carry it.
 deploy_packages=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || deploy_packages+=(nginx)
 command -v systemd-analyze >/dev/null 2>&1 || deploy_packages+=(systemd)
@@ -63,9 +64,18 @@ if ! [ "$venv/.installed" -nt tests/deploy/requirements.txt ]; then
   touch "$venv/.installed"
 fi
 "$venv/bin/python" -m pip list --disable-pip-version-check 2>/dev/null \
-  | grep -Ei '^(kubernetes-validate|yamllint|pyyaml) '
+  | grep -Ei '^(kubernetes-validate|yamllint|pyyaml|prometheus[-_]client) '
 nginx -v 2>&1 || /usr/sbin/nginx -v
 systemd-analyze --version | head -n 1
+
+echo "== what the Asgardeo guide's test needs"
+# tests/integration/deploy.rs runs the README's Asgardeo configuration with accounts.asgardeo.io and
+# api.asgardeo.io mapped to loopback, inside a user, network and mount namespace: unshare
+# (util-linux) and ip (iproute2), and unprivileged user namespaces. Without them that test fails.
+command -v ip >/dev/null 2>&1 || apt_install iproute2
+if ! unshare --user --map-root-user --net --mount true 2>/dev/null; then
+  echo "!!!!!!!!!! unshare cannot create user namespaces here: the Asgardeo test will fail" >&2
+fi
 
 echo "== formatting and lints"
 cargo fmt --all -- --check
@@ -89,6 +99,7 @@ fi
 # The advisory database is a git repository on GitHub. When it cannot be fetched, the other checks
 # still run, and the run says loudly that advisories were not checked; under CI (CI set) that fails
 # the run. A copy fetched earlier is used (its age shown), never passed off as current.
+mkdir -p target
 if cargo deny fetch db >target/deny-fetch.log 2>&1; then
   cargo deny --offline check advisories bans licenses sources
 else

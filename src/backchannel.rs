@@ -6,7 +6,8 @@
 //! seen before (step 7), which the session store remembers, across replicas when it is shared. A valid
 //! token ends every session of its `sid` (or, without one, of its `sub`) through the session store, so
 //! the cache of opened sessions forgets them too. The answers are section 2.8's: `200` with
-//! `Cache-Control: no-store`, or `400` with a JSON error; nothing ends on a `400`.
+//! `Cache-Control: no-store`, or `400` with a JSON error; nothing ends on a `400`. Each request is
+//! counted by outcome (`backchannel_logouts`: accepted, refused, failed).
 
 use std::time::SystemTime;
 
@@ -20,6 +21,7 @@ use crate::error::text_response;
 use crate::login;
 use crate::runtime::Ctx;
 use crate::session::Revocation;
+use crate::telemetry::metrics::BackchannelOutcome;
 use crate::Body;
 
 /// Largest request body read: a logout token is a few KiB.
@@ -27,7 +29,13 @@ const MAX_BODY: usize = 64 * 1024;
 
 /// Handle one back-channel logout request.
 pub async fn logout(cx: Ctx<'_>, req: Request<Incoming>) -> Response<Body> {
-    match handle(cx, req).await {
+    let outcome = handle(cx, req).await;
+    cx.rt.metrics.backchannel_logout(match outcome {
+        Ok(()) => BackchannelOutcome::Accepted,
+        Err(Refusal::Invalid(_)) => BackchannelOutcome::Refused,
+        Err(Refusal::Unavailable(_)) => BackchannelOutcome::Failed,
+    });
+    match outcome {
         Ok(()) => answer(StatusCode::OK, Bytes::new()),
         Err(Refusal::Invalid(why)) => {
             tracing::info!(status = 400, "back-channel logout refused: {why}");

@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use http_body_util::{Either, Full};
 
+use crate::telemetry::metrics::UpstreamError;
 use crate::Body;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +133,8 @@ pub struct GatewayError {
     pub set_cookies: Vec<HeaderValue>,
     /// Who is signed in, for an `AccessDenied` page, with where to sign out.
     pub signed_in: Option<Box<SignedIn>>,
+    /// Why the upstream gave no answer, for the metrics (`upstream_errors` by kind).
+    pub upstream: Option<UpstreamError>,
 }
 
 /// The account a denied request is signed in with, as the 403 page names it.
@@ -151,7 +154,19 @@ impl GatewayError {
             public: None,
             set_cookies: Vec::new(),
             signed_in: None,
+            upstream: None,
         }
+    }
+
+    /// The upstream gave no answer: 504 when it timed out, else 502.
+    pub fn upstream(kind: UpstreamError, detail: impl Into<Cow<'static, str>>) -> Self {
+        let status = match kind {
+            UpstreamError::Timeout => ErrorKind::UpstreamTimeout,
+            _ => ErrorKind::UpstreamUnavailable,
+        };
+        let mut e = GatewayError::new(status, detail);
+        e.upstream = Some(kind);
+        e
     }
 
     pub fn with_set_cookies(mut self, cookies: Vec<HeaderValue>) -> Self {

@@ -9,13 +9,14 @@
 //! ```text
 //! server (accept, HTTP/1.1 + HTTP/2, TLS)
 //!   -> canonicalize -> route -> authenticate -> refresh -> authorize -> act -> record
-//!                       router   session store   oidc      policy      login | proxy   logs
+//!                       router   session store   oidc      policy      login | proxy   metrics,
+//!                                                                                     access log
 //! ```
 //!
 //! `runtime` holds what lives as long as the process (provider, session store and cache, upstream
 //! pools) apart from the snapshot built from the configuration (routes, header rules, cookie codec),
-//! which a reload swaps whole. Errors: every failure is a `GatewayError`, rendered in one place
-//! (`error`).
+//! which a reload swaps whole (`reload`, on `SIGHUP`). Errors: every failure is a `GatewayError`,
+//! rendered in one place (`error`).
 
 // The request's future nests every phase, the session store and the proxy: deeper than the compiler's
 // default when it computes that future's layout.
@@ -37,6 +38,7 @@ pub mod phases;
 pub mod policy;
 pub mod proxy;
 pub mod refresh;
+pub mod reload;
 pub mod router;
 pub mod runtime;
 pub mod server;
@@ -45,6 +47,7 @@ pub mod telemetry;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -64,6 +67,7 @@ pub type Body = Either<proxy::PooledBody, Full<Bytes>>;
 /// A gateway running in this process: its address and a way to stop it. Used by `demo` and by tests.
 pub struct RunningGateway {
     addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
     runtime: Arc<Runtime>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<()>,
@@ -72,6 +76,11 @@ pub struct RunningGateway {
 impl RunningGateway {
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The metrics listener's address, with `server.metrics_listen`.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
     }
 
     /// The gateway's runtime: its session store, its provider, its configuration snapshot.
@@ -88,44 +97,127 @@ impl RunningGateway {
     }
 }
 
-/// The runtime and TLS acceptor for `config`, with the provider loader started.
-fn prepare(config: Config) -> Result<(Arc<Runtime>, Option<tokio_rustls::TlsAcceptor>), String> {
-    let tls = config
+/// The runtime and the listener's certificates for `config`, with the provider loader and the
+/// certificate watcher started.
+fn prepare(
+    config: Config,
+) -> Result<(Arc<Runtime>, Option<Arc<server::tls::Certificates>>), String> {
+    let certs = config
         .server
         .tls
         .as_ref()
-        .map(server::tls_acceptor)
+        .map(server::tls::Certificates::load)
         .transpose()?;
     let rt = Runtime::new(config)?;
     rt.provider.spawn_loader();
-    Ok((rt, tls))
+    if let Some(certs) = &certs {
+        certs.watch();
+    }
+    Ok((rt, certs))
 }
 
-/// Build the gateway from `config` and serve on `listener` until `shutdown` completes.
+/// The listener of `server.metrics_listen`, when it is set.
+pub fn bind_metrics(config: &Config) -> Result<Option<TcpListener>, String> {
+    let Some(addr) = config.server.metrics_listen else {
+        return Ok(None);
+    };
+    let cannot = |e: std::io::Error| format!("server.metrics_listen: cannot listen on {addr}: {e}");
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .map_err(cannot)?;
+    socket.set_reuseaddr(true).map_err(cannot)?;
+    socket.bind(addr).map_err(cannot)?;
+    socket.listen(1024).map(Some).map_err(cannot)
+}
+
+/// Build the gateway from `config` and serve on `listener` (and on `server.metrics_listen`, bound
+/// here) until `shutdown` completes.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), String> {
-    let (rt, tls) = prepare(config)?;
-    server::serve(rt, listener, tls, shutdown).await;
+    let metrics = bind_metrics(&config)?;
+    run_with_metrics(config, listener, metrics, shutdown).await
+}
+
+/// [`run`] with the metrics listener bound by the caller ([`bind_metrics`]).
+pub async fn run_with_metrics(
+    config: Config,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
+    serve_all(rt, listener, metrics, tls, shutdown).await;
     Ok(())
 }
 
-/// Start the gateway on `listener` in a background task.
+/// [`run_with_metrics`] for a configuration read from `path`: on `SIGHUP` the file is read again and
+/// applied (`reload`). The handler is in place before anything is served.
+pub async fn run_reloadable(
+    config: Config,
+    path: PathBuf,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), String> {
+    let hangups = reload::Hangups::install()?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
+    let reloader = tokio::spawn(hangups.serve(rt.clone(), path, certs));
+    serve_all(rt, listener, metrics, tls, shutdown).await;
+    reloader.abort();
+    Ok(())
+}
+
+/// Serve the main listener until `shutdown` completes, and the metrics listener until the main one
+/// has drained (so the metrics and the probes there see the shutdown through).
+async fn serve_all(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    metrics: Option<TcpListener>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let (drained, metrics_stop) = tokio::sync::oneshot::channel::<()>();
+    let metrics = metrics.map(|listener| {
+        tokio::spawn(server::serve_metrics(rt.clone(), listener, async {
+            let _ = metrics_stop.await;
+        }))
+    });
+    server::serve(rt, listener, tls, shutdown).await;
+    drop(drained);
+    if let Some(task) = metrics {
+        let _ = task.await;
+    }
+}
+
+/// Start the gateway on `listener` (and on `server.metrics_listen`, bound here) in a background task.
 pub fn spawn(config: Config, listener: TcpListener) -> Result<RunningGateway, String> {
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    let (rt, tls) = prepare(config)?;
+    let metrics = bind_metrics(&config)?;
+    let metrics_addr = metrics
+        .as_ref()
+        .map(TcpListener::local_addr)
+        .transpose()
+        .map_err(|e| e.to_string())?;
+    let (rt, certs) = prepare(config)?;
+    let tls = certs.as_ref().map(server::tls::Certificates::acceptor);
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let runtime = rt.clone();
     let task = tokio::spawn(async move {
-        server::serve(rt, listener, tls, async {
+        serve_all(rt, listener, metrics, tls, async {
             let _ = rx.await;
         })
         .await;
     });
     Ok(RunningGateway {
         addr,
+        metrics_addr,
         runtime,
         shutdown: Some(tx),
         task,

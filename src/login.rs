@@ -27,6 +27,7 @@ use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::oidc::{AccessToken, AuthCode, ExchangeError, Nonce, PkceVerifier, UserinfoError};
 use crate::runtime::Ctx;
 use crate::session::{Authenticated, Claims, LoginState, Session, StoreError};
+use crate::telemetry::metrics::LoginFailure;
 use crate::Body;
 
 pub use return_target::{ReturnTargets, MAX_RETURN_TARGET};
@@ -115,8 +116,10 @@ pub fn begin(
     let cookies = cx.snap.cookies.start_login(&state, request).map_err(|e| {
         GatewayError::new(ErrorKind::BadRequest, format!("cannot start a login: {e}"))
     })?;
+    let response = redirect(url.as_str(), cookies)?;
     tracing::debug!("login started");
-    redirect(url.as_str(), cookies)
+    cx.rt.metrics.login_started();
+    Ok(response)
 }
 
 /// `GET /oauth2/start?rd=/path`.
@@ -140,38 +143,75 @@ fn on_request_host<B>(cx: Ctx<'_>, req: &Request<B>, rd: String) -> String {
     rules.on_host(None, host, &rd)
 }
 
-/// `GET /oauth2/callback?code=...&state=...` (or `error=...`).
+/// `GET /oauth2/callback?code=...&state=...` (or `error=...`): counted as a login completed, or
+/// failed for one reason of a fixed set.
 pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>, GatewayError> {
+    let metrics = &cx.rt.metrics;
+    match complete(cx, req).await {
+        Ok(response) => {
+            metrics.login_completed();
+            Ok(response)
+        }
+        Err((reason, e)) => {
+            metrics.login_failed(reason);
+            Err(e)
+        }
+    }
+}
+
+/// A failure of the callback, and its reason for the metrics.
+type Failed = (LoginFailure, GatewayError);
+
+/// Tags a failure with its reason: `.map_err(because(LoginFailure::State))`.
+fn because(reason: LoginFailure) -> impl FnOnce(GatewayError) -> Failed {
+    move |e| (reason, e)
+}
+
+async fn complete<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>, Failed> {
     let (provider, snap) = (&cx.rt.provider, cx.snap);
     let query = req.uri().query();
-    let state_param = query_param(query, "state")?;
-    if let Some(error) = query_param(query, "error")? {
+    let state_param = query_param(query, "state").map_err(because(LoginFailure::Malformed))?;
+    if let Some(error) = query_param(query, "error").map_err(because(LoginFailure::Malformed))? {
         // RFC 6749 section 4.1.2.1: the provider refused; show what it said, escaped by the renderer.
-        let description = query_param(query, "error_description")?.unwrap_or_default();
+        let description = query_param(query, "error_description")
+            .map_err(because(LoginFailure::Malformed))?
+            .unwrap_or_default();
         let shown = printable(&format!(
             "{error}{}{description}",
             if description.is_empty() { "" } else { ": " }
         ));
-        return Err(GatewayError::new(
-            ErrorKind::LoginFailed,
-            format!("the provider answered the login with error: {shown}"),
-        )
-        .with_public(format!("The identity provider reported: {shown}")));
+        return Err((
+            LoginFailure::ProviderError,
+            GatewayError::new(
+                ErrorKind::LoginFailed,
+                format!("the provider answered the login with error: {shown}"),
+            )
+            .with_public(format!("The identity provider reported: {shown}")),
+        ));
     }
     let state_param = state_param.ok_or_else(|| {
-        GatewayError::new(ErrorKind::LoginFailed, "callback without a state parameter")
+        (
+            LoginFailure::State,
+            GatewayError::new(ErrorKind::LoginFailed, "callback without a state parameter"),
+        )
     })?;
     let now = unix_now();
     let (login, clear_login) = snap.cookies.finish_login(&state_param, req.headers(), now).ok_or_else(|| {
-        GatewayError::new(
+        (LoginFailure::State, GatewayError::new(
             ErrorKind::LoginFailed,
             "callback state does not match a login started in this browser (missing, expired, tampered or already used)",
         )
-        .with_public("This sign-in link is not valid any more. Please start again.")
+        .with_public("This sign-in link is not valid any more. Please start again."))
     })?;
-    let code = query_param(query, "code")?
+    let code = query_param(query, "code")
+        .map_err(because(LoginFailure::Malformed))?
         .filter(|c| !c.is_empty())
-        .ok_or_else(|| GatewayError::new(ErrorKind::LoginFailed, "callback without a code"))?;
+        .ok_or_else(|| {
+            (
+                LoginFailure::Malformed,
+                GatewayError::new(ErrorKind::LoginFailed, "callback without a code"),
+            )
+        })?;
 
     let tokens = provider
         .exchange_code(
@@ -179,11 +219,14 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
             login.pkce_verifier.clone().map(PkceVerifier::new),
         )
         .await
-        .map_err(exchange_error)?;
+        .map_err(|e| (LoginFailure::Exchange, exchange_error(e)))?;
     let id_token = tokens.id_token.as_ref().ok_or_else(|| {
-        GatewayError::new(
-            ErrorKind::ProviderError,
-            "token response has no id_token (is the openid scope configured?)",
+        (
+            LoginFailure::IdToken,
+            GatewayError::new(
+                ErrorKind::ProviderError,
+                "token response has no id_token (is the openid scope configured?)",
+            ),
         )
     })?;
     let mut claims = provider
@@ -195,14 +238,19 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
         )
         .await
         .map_err(|e| {
-            GatewayError::new(ErrorKind::ProviderError, format!("id_token rejected: {e}"))
+            (
+                LoginFailure::IdToken,
+                GatewayError::new(ErrorKind::ProviderError, format!("id_token rejected: {e}")),
+            )
         })?;
-    merge_userinfo(cx, &tokens.access_token, &mut claims).await?;
+    merge_userinfo(cx, &tokens.access_token, &mut claims)
+        .await
+        .map_err(because(LoginFailure::Userinfo))?;
 
     let lifetime = snap.config.session.lifetime.as_secs();
     let session = Session {
         claims: Claims::new(&session_claims(claims))
-            .map_err(|e| cannot_store(StoreError::Encode(e)))?,
+            .map_err(|e| (LoginFailure::Store, cannot_store(StoreError::Encode(e))))?,
         id_token: keep_id_token(cx, id_token.secret()).then(|| id_token.secret().to_string()),
         access_token: snap
             .identity
@@ -224,10 +272,12 @@ pub async fn callback<B>(cx: Ctx<'_>, req: &Request<B>) -> Result<Response<Body>
         .sessions
         .save(&snap.cookies, &session, req.headers(), now)
         .await
-        .map_err(cannot_store)?;
+        .map_err(|e| (LoginFailure::Store, cannot_store(e)))?;
     cookies.push(clear_login);
+    let response = redirect(snap.return_targets.check(&login.return_to), cookies)
+        .map_err(because(LoginFailure::Other))?;
     tracing::info!(sub = session.sub().unwrap_or("?"), "login succeeded");
-    redirect(snap.return_targets.check(&login.return_to), cookies)
+    Ok(response)
 }
 
 /// `oidc.userinfo_claims`: fill in `claims` (a validated id_token's) with what the userinfo endpoint

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&format!("{e:#}")),
         },
         None => match Config::load(&cli.config) {
-            Ok(config) => match runtime().block_on(run(config)) {
+            Ok(config) => match runtime().block_on(run(config, cli.config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&format!("{e:#}")),
             },
@@ -120,26 +120,38 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("the tokio runtime starts")
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, path: PathBuf) -> anyhow::Result<()> {
     portcullis::telemetry::init(&config.log);
     let listen = config.server.listen;
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("server.listen: cannot listen on {listen}"))?;
     let addr = listener.local_addr()?;
-    // On stdout, for whoever started the process: the address actually bound (`listen` may name
-    // port 0).
+    let metrics = portcullis::bind_metrics(&config).map_err(anyhow::Error::msg)?;
+    let metrics_addr = metrics.as_ref().map(|m| m.local_addr()).transpose()?;
+    // On stdout, for whoever started the process: the addresses actually bound (`listen` and
+    // `metrics_listen` may name port 0).
     println!("listening on {addr}");
+    if let Some(metrics_addr) = metrics_addr {
+        println!("metrics listening on {metrics_addr}");
+    }
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
         listen = %addr,
+        metrics = %metrics_addr.map_or("on the main listener".to_string(), |a| a.to_string()),
         public_url = %config.server.public_url,
         upstream = %config.upstream.url,
         "portcullis started"
     );
-    portcullis::run(config, listener, portcullis::shutdown_signal())
-        .await
-        .map_err(anyhow::Error::msg)?;
+    portcullis::run_reloadable(
+        config,
+        path,
+        listener,
+        metrics,
+        portcullis::shutdown_signal(),
+    )
+    .await
+    .map_err(anyhow::Error::msg)?;
     tracing::info!("portcullis stopped");
     Ok(())
 }

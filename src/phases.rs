@@ -4,8 +4,8 @@
 //!
 //! 1. [`canonicalize`]: refuse what cannot be routed unambiguously (`CONNECT`, ambiguous paths);
 //!    produce the one canonical path that both routing and the upstream see.
-//! 2. [`route`]: health and readiness are answered here; otherwise the target is one of the gateway's
-//!    endpoints, or a proxied route with its policy and upstream.
+//! 2. [`route`]: health, readiness and metrics are answered here; otherwise the target is one of the
+//!    gateway's endpoints, or a proxied route with its policy and upstream.
 //! 3. [`authenticate`]: who is asking: the session the request's cookies present, through the store
 //!    and the cache of opened sessions; or, on a protected route with `[api]` set, the API client
 //!    whose `Authorization: Bearer` token checks out (`bearer`).
@@ -16,10 +16,16 @@
 //!    route's own `allowed_groups` (`policy`), else 403.
 //! 6. [`act`]: the answer: a gateway endpoint (login, sign-out, userinfo, forward-auth, JWKS) or the
 //!    upstream's, with the identity headers and the signed assertion.
-//! 7. [`record`]: what happened, for the logs.
+//! 7. [`record`]: what happened, for the metrics and the access log.
 //!
 //! A phase sees the long-lived [`Runtime`] and the configuration snapshot the request started
-//! under, never a global; adding a phase is one more function here and one line in [`run`].
+//! under, never a global; adding a phase is one more function here and one line in [`run`]. What the
+//! last phase reports (the route's policy, who asked, the upstream's time) is noted on the way in a
+//! [`Record`].
+//!
+//! Every request has an id (`X-Request-Id`, kept or made: `telemetry::access_log`), set on the
+//! request before the first phase, so the upstream gets it, and on every response, the gateway's own
+//! included.
 //!
 //! Forward-auth (`/oauth2/auth`, [`forward_auth`]) runs phases 3 to 5 on the request the proxy in
 //! front asks about rather than on the check itself, and answers instead of acting: a request is
@@ -27,7 +33,7 @@
 
 use std::borrow::Cow;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use hyper::body::Incoming;
@@ -37,9 +43,11 @@ use crate::error::{text_response, ErrorKind, GatewayError};
 use crate::forward_auth::Check;
 use crate::login;
 use crate::proxy::ConnInfo;
-use crate::router::{canonical, Endpoint, Router, Target};
+use crate::router::{canonical, Endpoint, Listener, Router, Target};
 use crate::runtime::{Ctx, Runtime};
 use crate::session::{Authenticated, Idle, StoreError};
+use crate::telemetry::access_log::{self, X_REQUEST_ID};
+use crate::telemetry::metrics::{PolicyLabel, UpstreamError};
 use crate::Body;
 
 /// How a request ends before its last phase.
@@ -125,12 +133,26 @@ impl<'a> Judged<'a> {
     }
 }
 
-/// Handle one request through every phase; every failure becomes a rendered response, so this never
-/// fails.
+/// What the phases note for the last one: see [`record`].
+#[derive(Default)]
+pub struct Record {
+    /// The policy of the route the request went to (`Unrouted` until it is routed).
+    pub policy: PolicyLabel,
+    /// Who the request came from, once known.
+    pub identity: Option<Arc<Authenticated>>,
+    /// From sending the request upstream to the upstream's response head (or its failure).
+    pub upstream: Option<Duration>,
+    /// Why the upstream gave no answer.
+    pub upstream_error: Option<UpstreamError>,
+}
+
+/// Handle one request, which came in on `listener`, through every phase; every failure becomes a
+/// rendered response, so this never fails.
 pub(crate) async fn handle(
     rt: Arc<Runtime>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    listener: Listener,
+    mut req: Request<Incoming>,
 ) -> Response<Body> {
     let started = Instant::now();
     let snap = rt.snapshot();
@@ -138,6 +160,8 @@ pub(crate) async fn handle(
         rt: &rt,
         snap: &snap,
     };
+    let request_id = access_log::request_id(req.headers());
+    req.headers_mut().insert(X_REQUEST_ID, request_id.clone());
     // Shares the bytes of the request's URI: the canonical path can borrow from it while the request
     // itself is modified and moved.
     let uri = req.uri().clone();
@@ -145,12 +169,32 @@ pub(crate) async fn handle(
     // A request with a bearer token is a program's, when bearer tokens are credentials at all.
     let api = is_api_request(&req)
         || (snap.config.api.is_some() && crate::bearer::token(req.headers()).is_some());
-    let response = match run(cx, &conn, &uri, req).await {
+    let mut noted = Record::default();
+    let mut response = match run(cx, &conn, listener, &uri, req, &mut noted).await {
         Ok(response) => response,
         Err(Answer::Respond(response)) => *response,
-        Err(Answer::Fail(e)) => e.into_response(api),
+        Err(Answer::Fail(e)) => {
+            noted.upstream_error = e.upstream;
+            // The failure's log line names the request, as its access line does (a span only on
+            // this path: a request that succeeds pays nothing for it).
+            let _request =
+                tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"))
+                    .entered();
+            e.into_response(api)
+        }
     };
-    record(&method, &uri, response.status(), started);
+    response
+        .headers_mut()
+        .insert(X_REQUEST_ID, request_id.clone());
+    record(
+        cx,
+        &noted,
+        &request_id,
+        &method,
+        &uri,
+        response.status(),
+        started,
+    );
     response
 }
 
@@ -158,33 +202,37 @@ pub(crate) async fn handle(
 async fn run(
     cx: Ctx<'_>,
     conn: &ConnInfo,
+    listener: Listener,
     uri: &Uri,
     req: Request<Incoming>,
+    noted: &mut Record,
 ) -> Result<Response<Body>, Answer> {
     let mut req = req;
     let path = canonicalize(&mut req, uri, conn, &cx.snap.router)?;
-    let target = route(cx, &req, &path)?;
+    let target = route(cx, listener, &req, &path, noted)?;
     if target == Target::Endpoint(Endpoint::Auth) {
         // Boxed: inline, its phases would nest the request's future deeper than the compiler's
         // default recursion limit allows for crates that instantiate `lib::run`.
-        return Box::pin(forward_auth(cx, conn, &req, &path)).await;
+        return Box::pin(forward_auth(cx, conn, &req, &path, noted)).await;
     }
     let judged = Judged::request(&req, &path);
     let caller = authenticate(cx, &req, target).await?;
     let caller = refresh(cx, &req, &judged, caller).await?;
+    noted.identity = caller.session.clone().or_else(|| caller.bearer.clone());
     authorize(cx, &req, &judged, target, &caller)?;
-    act(cx, conn, req, &path, target, caller).await
+    act(cx, conn, req, &path, target, caller, noted).await
 }
 
 /// Forward-auth: phases 3 to 5 for the request the proxy in front describes (`forward_auth`), routed
 /// by the `[[routes]]` rules alone (it goes to the application, never to our endpoints), then the
 /// answer: 202 with the identity, or the refusal those phases chose (401, the login redirect in
-/// redirect mode, 403).
+/// redirect mode, 403). Any method: nginx's `auth_request` asks with the original request's.
 async fn forward_auth<B>(
     cx: Ctx<'_>,
     conn: &ConnInfo,
     req: &Request<B>,
     path: &str,
+    noted: &mut Record,
 ) -> Result<Response<Body>, Answer> {
     let check = Check::read(cx, conn, req, path)?;
     let judged = check.judged();
@@ -197,21 +245,23 @@ async fn forward_auth<B>(
     let target = cx.snap.router.rule(judged.method, host, judged.path);
     let caller = authenticate(cx, req, target).await?;
     let caller = refresh(cx, req, &judged, caller).await?;
+    noted.identity = caller.session.clone().or_else(|| caller.bearer.clone());
     authorize(cx, req, &judged, target, &caller)?;
     Ok(crate::forward_auth::answer(cx, &check, target, caller))
 }
 
 /// One forward-auth check request through every phase, whatever its body type (the body is never
-/// read): what [`handle`] does for a request routed to `/oauth2/auth`. For benchmarks and tests
-/// that drive the phases without a connection.
+/// read): what [`handle`] does for a request routed to `/oauth2/auth`, without the record phase. For
+/// benchmarks and tests that drive the phases without a connection.
 pub async fn check<B>(rt: &Arc<Runtime>, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
     let snap = rt.snapshot();
     let cx = Ctx { rt, snap: &snap };
     let uri = req.uri().clone();
     let api = is_api_request(&req);
     let mut req = req;
+    let mut noted = Record::default();
     let result = match canonicalize(&mut req, &uri, conn, &snap.router) {
-        Ok(path) => forward_auth(cx, conn, &req, &path).await,
+        Ok(path) => forward_auth(cx, conn, &req, &path, &mut noted).await,
         Err(answer) => Err(answer),
     };
     match result {
@@ -247,22 +297,60 @@ fn canonicalize<'u, B>(
     })
 }
 
-/// Phase 2: the target of the request; health and readiness are answered at once.
-fn route<B>(cx: Ctx<'_>, req: &Request<B>, path: &str) -> Result<Target, Answer> {
-    let value = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok());
-    let host = route_host(cx, value)
-        .map_err(|e| GatewayError::new(ErrorKind::BadRequest, format!("refused host: {e}")))?;
-    let target = cx.snap.router.route(req.method(), host, path);
+/// Phase 2: the target of the request; health, readiness and metrics are answered at once.
+fn route<B>(
+    cx: Ctx<'_>,
+    listener: Listener,
+    req: &Request<B>,
+    path: &str,
+    noted: &mut Record,
+) -> Result<Target, Answer> {
+    let method = req.method();
+    let target = match listener {
+        Listener::Main => {
+            let value = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let host = route_host(cx, value).map_err(|e| {
+                GatewayError::new(ErrorKind::BadRequest, format!("refused host: {e}"))
+            })?;
+            cx.snap.router.route(method, host, path)
+        }
+        Listener::Metrics => crate::router::metrics_listener_route(path),
+    };
+    noted.policy = match target {
+        Target::Proxy {
+            policy: Policy::Public,
+            ..
+        } => PolicyLabel::Public,
+        Target::Proxy {
+            policy: Policy::Authenticated,
+            ..
+        } => PolicyLabel::Authenticated,
+        Target::Proxy {
+            policy: Policy::Deny,
+            ..
+        } => PolicyLabel::Deny,
+        Target::Healthz | Target::Readyz | Target::Metrics | Target::Endpoint(_) => {
+            PolicyLabel::Internal
+        }
+    };
     match target {
+        Target::Metrics => Err(metrics(cx, listener, method)),
         Target::Healthz => Err(Answer::Respond(Box::new(text_response(
             StatusCode::OK,
             "text/plain; charset=utf-8",
             "ok\n",
         )))),
-        Target::Readyz => Err(Answer::Respond(Box::new(if cx.rt.provider.is_ready() {
+        Target::Readyz => Err(Answer::Respond(Box::new(if cx.rt.is_draining() {
+            // Shutting down: load balancers stop sending while the listener still accepts.
+            text_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain; charset=utf-8",
+                "shutting down\n",
+            )
+        } else if cx.rt.provider.is_ready() {
             text_response(StatusCode::OK, "text/plain; charset=utf-8", "ready\n")
         } else {
             text_response(
@@ -273,6 +361,30 @@ fn route<B>(cx: Ctx<'_>, req: &Request<B>, path: &str) -> Result<Target, Answer>
         }))),
         _ => Ok(target),
     }
+}
+
+/// `GET /metrics`, on the listener that serves it: on the main one unless `server.metrics_listen` gave
+/// the metrics a listener of their own, and then the main one knows no such path (404).
+fn metrics(cx: Ctx<'_>, listener: Listener, method: &Method) -> Answer {
+    if listener == Listener::Main && !cx.rt.metrics_on_main {
+        return GatewayError::new(
+            ErrorKind::NotFound,
+            "/metrics asked on the main listener; it is served on server.metrics_listen",
+        )
+        .into();
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return GatewayError::new(
+            ErrorKind::MethodNotAllowed,
+            format!("{method} not allowed on /metrics"),
+        )
+        .into();
+    }
+    Answer::Respond(Box::new(text_response(
+        StatusCode::OK,
+        crate::telemetry::metrics::CONTENT_TYPE,
+        cx.rt.metrics.encode(),
+    )))
 }
 
 /// The name routes are matched against, from a `Host` value: without port or trailing dot. When
@@ -463,6 +575,7 @@ async fn act(
     path: &str,
     target: Target,
     caller: Caller,
+    noted: &mut Record,
 ) -> Result<Response<Body>, Answer> {
     let mut response = match target {
         Target::Endpoint(endpoint) => {
@@ -501,7 +614,9 @@ async fn act(
                 _ => None,
             };
             snap.cookies.strip_own_cookies(req.headers_mut());
-            snap.proxy
+            let sent = Instant::now();
+            let forwarded = snap
+                .proxy
                 .forward(
                     req,
                     conn,
@@ -510,9 +625,13 @@ async fn act(
                     identity,
                     assertion,
                 )
-                .await?
+                .await;
+            noted.upstream = Some(sent.elapsed());
+            forwarded?
         }
-        Target::Healthz | Target::Readyz => unreachable!("answered by the route phase"),
+        Target::Healthz | Target::Readyz | Target::Metrics => {
+            unreachable!("answered by the route phase")
+        }
     };
     for cookie in caller.set_cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
@@ -535,16 +654,35 @@ fn jwks(cx: Ctx<'_>) -> Result<Response<Body>, GatewayError> {
     ))
 }
 
-/// Phase 7: one line per request at debug level: method, path (never the query, which may hold a
-/// code or a state), status and duration.
-fn record(method: &Method, uri: &Uri, status: StatusCode, started: Instant) {
-    tracing::debug!(
-        %method,
-        path = uri.path(),
-        status = status.as_u16(),
-        duration_us = started.elapsed().as_micros() as u64,
-        "request"
-    );
+/// Phase 7: the request counted in the metrics (no lock, no allocation) and, with `log.access_log`,
+/// its access log line: request id, method, path (never the query, which may hold a code or a state),
+/// status, duration, upstream time, and the caller's `sub`.
+fn record(
+    cx: Ctx<'_>,
+    noted: &Record,
+    request_id: &HeaderValue,
+    method: &Method,
+    uri: &Uri,
+    status: StatusCode,
+    started: Instant,
+) {
+    let duration = started.elapsed();
+    let metrics = &cx.rt.metrics;
+    metrics.request(noted.policy, method, status.as_u16(), duration);
+    if let Some(kind) = noted.upstream_error {
+        metrics.upstream_error(kind);
+    }
+    if cx.snap.config.log.access_log {
+        access_log::write(&access_log::Line {
+            request_id,
+            method,
+            path: uri.path(),
+            status: status.as_u16(),
+            duration,
+            upstream: noted.upstream,
+            sub: noted.identity.as_deref().and_then(|a| a.session.sub()),
+        });
+    }
 }
 
 /// A store failure as the client sees it: 503, with the cause in the log.

@@ -10,7 +10,8 @@
 //!    and the identity headers, each built as a `HeaderValue` so nothing can be spliced into them.
 //!
 //! Bodies are hyper `Incoming` streams handed straight to the other side: memory stays constant whatever
-//! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`).
+//! the size. Upstream connections are kept alive and reused, each upstream with its own pool (`pool`);
+//! `https://` upstreams are reached through rustls (`tls`), in HTTP/2 when they offer it.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,9 +28,11 @@ use ipnet::IpNet;
 use url::Url;
 
 use crate::error::{ErrorKind, GatewayError};
+use crate::telemetry::metrics::UpstreamError;
 use crate::Body;
 
 mod pool;
+pub mod tls;
 
 pub use pool::{Pool, PooledBody};
 
@@ -107,7 +110,7 @@ pub struct Upstream {
 impl Upstream {
     /// An upstream with a pool of its own.
     pub fn from_url(url: &Url) -> Upstream {
-        Upstream::with_pool(url, pool::Pool::new(url))
+        Upstream::with_pool(url, pool::Pool::new(url, None))
     }
 
     /// An upstream whose connections come from `pool` (a pool kept across configurations).
@@ -410,18 +413,21 @@ impl Proxy {
                 ));
             }
             Ok(Err(e)) => {
-                let (what, chain) = match &e {
-                    pool::Error::Connect(e) => ("connecting to", error_chain(e)),
-                    pool::Error::Http(e) => ("talking to", error_chain(e)),
+                let (kind, what, chain) = match &e {
+                    pool::Error::Connect(e) => {
+                        (UpstreamError::Connect, "connecting to", error_chain(e))
+                    }
+                    pool::Error::Tls(why) => (UpstreamError::Tls, "TLS with", why.clone()),
+                    pool::Error::Http(e) => (UpstreamError::Protocol, "talking to", error_chain(e)),
                 };
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamUnavailable,
+                return Err(GatewayError::upstream(
+                    kind,
                     format!("{what} upstream {}: {chain}", upstream.authority),
                 ));
             }
             Err(_) => {
-                return Err(GatewayError::new(
-                    ErrorKind::UpstreamTimeout,
+                return Err(GatewayError::upstream(
+                    UpstreamError::Timeout,
                     format!(
                         "upstream {} sent no response head within {:?}",
                         upstream.authority, self.timeout
@@ -446,8 +452,8 @@ impl Proxy {
                     headers.insert(header::UPGRADE, protocol);
                 }
                 _ => {
-                    return Err(GatewayError::new(
-                        ErrorKind::UpstreamUnavailable,
+                    return Err(GatewayError::upstream(
+                        UpstreamError::Protocol,
                         "upstream switched protocols without an upgrade request",
                     ))
                 }

@@ -13,6 +13,9 @@
 //!   goes on with the current session and the refresh is tried again at most once every
 //!   [`RETRY_AFTER`]; once the access token has expired: 503.
 //!
+//! Each refresh is counted by outcome (`refreshes`): refreshed here, shared (another request's result
+//! taken), refused (the session ended), failed (the provider: tried again later).
+//!
 //! The refreshed session replaces the old one in the store ([`Sessions::supersede`]): the cookie store
 //! sends it back in `Set-Cookie` and retires the old cookie; a shared store updates it in place and
 //! tells the other replicas.
@@ -33,6 +36,7 @@ use crate::phases::{Answer, Caller, Judged};
 use crate::runtime::Ctx;
 use crate::session::store::SessionKey;
 use crate::session::{Authenticated, Claims, Session, StoreError};
+use crate::telemetry::metrics::RefreshOutcome;
 
 /// The least time between two refresh attempts of one session after the provider failed.
 pub const RETRY_AFTER: Duration = Duration::from_secs(5);
@@ -115,7 +119,9 @@ pub async fn refresh<B>(
     };
 
     // Another request (here or on another replica) refreshed this session while we waited.
+    let metrics = &cx.rt.metrics;
     if let Some(successor) = auth.successor() {
+        metrics.refresh(RefreshOutcome::Shared);
         caller.session = Some(successor.auth.clone());
         caller
             .set_cookies
@@ -132,6 +138,7 @@ pub async fn refresh<B>(
             if stored.session.refresh_token != auth.session.refresh_token
                 || stored.session.access_expires_at != auth.session.access_expires_at =>
         {
+            metrics.refresh(RefreshOutcome::Shared);
             caller.session = Some(Arc::new(cx.snap.open(stored.session, auth.key.clone())));
             return Ok(caller);
         }
@@ -176,12 +183,14 @@ pub async fn refresh<B>(
                 Err(e) => return Err(store_failure(e).into()),
             };
             cx.rt.refresh_backoff.clear(&auth.key);
+            metrics.refresh(RefreshOutcome::Refreshed);
             tracing::info!(sub = auth.session.sub().unwrap_or("?"), "session refreshed");
             caller.session = Some(successor.auth.clone());
             caller.set_cookies = successor.set_cookies.clone();
             Ok(caller)
         }
         Err(Refused(why)) => {
+            metrics.refresh(RefreshOutcome::Refused);
             tracing::info!(
                 sub = auth.session.sub().unwrap_or("?"),
                 "refresh refused ({why}): the session ends"
@@ -193,6 +202,7 @@ pub async fn refresh<B>(
             Err(session_ended(cx, req, judged, cleared, why))
         }
         Err(Unavailable(why)) => {
+            metrics.refresh(RefreshOutcome::Failed);
             cx.rt.refresh_backoff.note(&auth.key, now);
             if still_valid {
                 tracing::warn!("refresh failed ({why}); the current access token is still valid, retrying later");

@@ -1,11 +1,12 @@
 //! The route table: which handler a request goes to, decided on its method, host and canonical path.
 //!
-//! Order of precedence: the fixed health paths, then the gateway's own endpoints under the prefix
-//! (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins; a rule that names a
-//! host matches only that host), then the default policy (login required). Nothing here looks at
-//! another header or the query, so no client-controlled input other than the method, the host and the
-//! path chooses the policy. Before any of it, `host` refuses a request whose host is missing,
-//! repeated, malformed or contradictory.
+//! Order of precedence: the fixed health and metrics paths, then the gateway's own endpoints under the
+//! prefix (`/oauth2` unless configured), then the `[[routes]]` rules (first match wins; a rule that
+//! names a host matches only that host), then the default policy (login required). A listener of its
+//! own for metrics (`server.metrics_listen`) has a table of three paths ([`metrics_listener_route`]).
+//! Nothing here looks at another header or the query, so no client-controlled input other than the
+//! method, the host and the path chooses the policy. Before any of it, `host` refuses a request whose
+//! host is missing, repeated, malformed or contradictory.
 //!
 //! Forward-auth judges another request (the one the proxy in front describes) with [`Router::rule`]:
 //! the rules and the default only, because that request goes to the application, never to the
@@ -38,10 +39,22 @@ pub enum Endpoint {
     Unknown,
 }
 
+/// Which listener a request came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// `server.listen`: the traffic, the gateway's endpoints, and `/metrics` unless
+    /// `server.metrics_listen` moves it.
+    Main,
+    /// `server.metrics_listen`: `/metrics`, `/healthz` and `/readyz`, nothing else.
+    Metrics,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     Healthz,
     Readyz,
+    /// `GET /metrics` (served where the metrics are: see [`Listener`]).
+    Metrics,
     Endpoint(Endpoint),
     /// A proxied path: its policy, the index of the upstream (0: `[upstream]`, else route-specific),
     /// and the index of the route that matched (`None`: the default).
@@ -149,6 +162,7 @@ impl Router {
         match path {
             "/healthz" => return Target::Healthz,
             "/readyz" => return Target::Readyz,
+            "/metrics" => return Target::Metrics,
             _ => {}
         }
         if let Some(rest) = path.strip_prefix(self.prefix.as_str()) {
@@ -227,6 +241,17 @@ impl Router {
             }
         }
         DEFAULT
+    }
+}
+
+/// The route table of the metrics listener: anything but its three paths is an unknown endpoint (404),
+/// never proxied and never a login.
+pub fn metrics_listener_route(path: &str) -> Target {
+    match path {
+        "/healthz" => Target::Healthz,
+        "/readyz" => Target::Readyz,
+        "/metrics" => Target::Metrics,
+        _ => Target::Endpoint(Endpoint::Unknown),
     }
 }
 
@@ -469,6 +494,13 @@ mod tests {
         let get = Method::GET;
         assert_eq!(r.route(&get, None, "/healthz"), Target::Healthz);
         assert_eq!(r.route(&get, None, "/readyz"), Target::Readyz);
+        assert_eq!(r.route(&get, None, "/metrics"), Target::Metrics);
+        assert_eq!(metrics_listener_route("/metrics"), Target::Metrics);
+        assert_eq!(metrics_listener_route("/readyz"), Target::Readyz);
+        assert_eq!(
+            metrics_listener_route("/public/x"),
+            Target::Endpoint(Endpoint::Unknown)
+        );
         assert_eq!(
             r.route(&get, None, "/oauth2/start"),
             Target::Endpoint(Endpoint::Start)

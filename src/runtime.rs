@@ -1,7 +1,8 @@
 //! What the gateway holds while it runs, in two parts with different lives.
 //!
 //! - [`Runtime`]: built once per process and kept: the identity provider (its metadata and key cache),
-//!   the session store with its cache of opened sessions, the upstream connection pools. Nothing here
+//!   the session store with its cache of opened sessions, the upstream connection pools, the metrics
+//!   registry (so counters run on across reloads). Nothing here
 //!   depends on a configuration value that a reload may change without a restart.
 //! - [`Snapshot`]: built from one validated [`Config`]: the route table, the header rules, the identity
 //!   mapping, the cookie codec. The runtime holds the current one in an `ArcSwap`; each request takes
@@ -11,7 +12,7 @@
 //! Handlers get both as a [`Ctx`] and never reach for a global.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
@@ -25,12 +26,14 @@ use crate::identity::IdentityMapping;
 use crate::login::ReturnTargets;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::policy::{AccessPolicy, GroupRule};
+use crate::proxy::tls::Connectors;
 use crate::proxy::{Pool, Proxy, Upstream};
 use crate::router::Router;
 use crate::session::store::{CookieStore, RedisStore, SessionKey};
 use crate::session::{
     Authenticated, CookieSettings, Session, SessionCache, SessionCookies, Sessions, Store,
 };
+use crate::telemetry::metrics::Metrics;
 
 /// The long-lived part: see the module header.
 pub struct Runtime {
@@ -42,9 +45,15 @@ pub struct Runtime {
     pub tokens: TokenCache,
     /// The keys that sign `[assertion]`s (kept across configurations, so a reload keeps the key).
     pub assertion_keys: AssertionKeys,
+    /// Every series of `GET /metrics`.
+    pub metrics: Arc<Metrics>,
+    /// Whether the main listener serves `/metrics` (no `server.metrics_listen` at start-up).
+    pub metrics_on_main: bool,
     pools: Pools,
     snapshot: ArcSwap<Snapshot>,
     generations: AtomicU64,
+    /// Set once shutdown has begun: `/readyz` answers 503 from then on.
+    draining: AtomicBool,
 }
 
 /// What a handler works with: the runtime, and the snapshot its request started under.
@@ -60,6 +69,11 @@ impl Runtime {
     /// the provider is unreachable.
     pub fn new(config: Config) -> Result<Arc<Runtime>, String> {
         let provider = Provider::new(provider_config(&config)).map_err(|e| e.to_string())?;
+        let metrics = {
+            let provider = provider.clone();
+            Arc::new(Metrics::new(Arc::new(move || provider.jwks_fetches())))
+        };
+        let metrics_on_main = config.server.metrics_listen.is_none();
         let cache = Arc::new(SessionCache::default());
         let store = match &config.session.redis {
             None => Store::Cookie(CookieStore::new(config.session.lifetime)),
@@ -75,14 +89,27 @@ impl Runtime {
         let snapshot = Snapshot::build(config, 0, &pools)?;
         Ok(Arc::new(Runtime {
             provider,
-            sessions: Sessions::with_cache(store, cache),
+            sessions: Sessions::with_cache(store, cache).with_metrics(metrics.clone()),
             refresh_backoff: Default::default(),
             tokens: TokenCache::default(),
             assertion_keys,
+            metrics,
+            metrics_on_main,
             pools,
             snapshot: ArcSwap::from_pointee(snapshot),
             generations: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
         }))
+    }
+
+    /// Shutdown has begun: readiness is withdrawn so that load balancers stop sending.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// Whether shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
     }
 
     /// The snapshot in force: a request keeps the one it started with.
@@ -95,8 +122,23 @@ impl Runtime {
     /// the listener, the store) keep their running values; their names are returned so the caller
     /// can say that they need a restart.
     pub fn reload(&self, config: Config) -> Result<Vec<&'static str>, String> {
+        let mut config = config;
         let current = self.snapshot();
         let restart = needs_restart(&current.config, &config);
+        // The provider's redirect URI is built on the running prefix and public_url: the routes,
+        // the return targets and the cookie domain keep them too.
+        config
+            .server
+            .prefix
+            .clone_from(&current.config.server.prefix);
+        config
+            .server
+            .public_url
+            .clone_from(&current.config.server.public_url);
+        if let Some(domain) = &config.session.cookie_domain {
+            crate::config::cookie_domain_holds(domain, &config.server.public_url)
+                .map_err(|e| e.to_string())?;
+        }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(config, generation, &self.pools)?;
         // A new assertion key signs from now on; the old one stays published for as long as what it
@@ -202,6 +244,7 @@ impl Snapshot {
             &previous,
         )
         .map_err(|e| format!("session: {e}"))?;
+        pools.use_tls(&config)?;
         let mut upstreams = vec![pools.upstream(&config.upstream.url)];
         let mut route_slots = Vec::with_capacity(config.routes.len());
         for route in &config.routes {
@@ -294,21 +337,52 @@ impl Snapshot {
     }
 }
 
-/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections.
+/// Upstream connection pools by origin, kept across snapshots so a reload keeps warm connections. The
+/// pools of `https://` upstreams are made with the TLS settings in force; new settings (another
+/// `upstream.ca_file` or client certificate) start new pools.
 #[derive(Default)]
 struct Pools {
     by_origin: Mutex<HashMap<String, Pool>>,
+    /// The TLS settings' fingerprint and their connectors, while any upstream is `https://`.
+    tls: Mutex<Option<([u8; 32], Arc<Connectors>)>>,
 }
 
 impl Pools {
+    /// Make the connectors of `config`'s TLS settings the ones new pools use.
+    fn use_tls(&self, config: &Config) -> Result<(), String> {
+        let https = std::iter::once(&config.upstream.url)
+            .chain(config.routes.iter().filter_map(|r| r.upstream.as_ref()))
+            .any(|u| u.scheme() == "https");
+        let wanted = https.then(|| crate::proxy::tls::fingerprint(&config.upstream.tls));
+        let mut current = self.tls.lock().unwrap_or_else(|e| e.into_inner());
+        if current.as_ref().map(|(f, _)| *f) == wanted {
+            return Ok(());
+        }
+        *current = match wanted {
+            None => None,
+            Some(f) => Some((f, Arc::new(Connectors::new(&config.upstream.tls)?))),
+        };
+        self.by_origin
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|origin, _| !origin.starts_with("https:"));
+        Ok(())
+    }
+
     fn upstream(&self, url: &Url) -> Upstream {
         let origin = url.origin().ascii_serialization();
+        let connectors = self
+            .tls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|(_, c)| c.clone());
         let pool = self
             .by_origin
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .entry(origin)
-            .or_insert_with(|| Pool::new(url))
+            .or_insert_with(|| Pool::new(url, connectors))
             .clone();
         Upstream::with_pool(url, pool)
     }
@@ -332,6 +406,8 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             .as_ref()
             .map(|s| s.expose_secret().to_string())
     };
+    let private_key =
+        |c: &crate::config::OidcConfig| c.private_key.as_ref().map(|k| k.expose_secret().clone());
     let redis = |c: &Config| {
         c.session.redis.as_ref().map(|r| {
             (
@@ -343,8 +419,20 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             )
         })
     };
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 21] = [
         ("server.listen", old.server.listen != new.server.listen),
+        (
+            "server.metrics_listen",
+            old.server.metrics_listen != new.server.metrics_listen,
+        ),
+        (
+            "server.public_url",
+            old.server.public_url != new.server.public_url,
+        ),
+        (
+            "server.max_connections",
+            old.server.max_connections != new.server.max_connections,
+        ),
         (
             "server.tls_cert_file",
             old.server.tls.as_ref().map(|t| (&t.cert_file, &t.key_file))
@@ -355,6 +443,10 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
         ("oidc.client_id", o.client_id != n.client_id),
         ("oidc.client_auth", o.client_auth != n.client_auth),
         ("oidc.client_secret", secret(o) != secret(n)),
+        (
+            "oidc.private_key_file",
+            private_key(o) != private_key(n) || o.private_key_id != n.private_key_id,
+        ),
         ("oidc.scopes", o.scopes != n.scopes || o.pkce != n.pkce),
         ("oidc endpoints", endpoints(o) != endpoints(n)),
         ("session.store", old.session.store != new.session.store),
@@ -363,6 +455,14 @@ fn needs_restart(old: &Config, new: &Config) -> Vec<&'static str> {
             "oidc.extra_auth_params",
             o.extra_auth_params != n.extra_auth_params,
         ),
+        ("oidc.clock_skew", o.clock_skew != n.clock_skew),
+        ("oidc.http_timeout", o.http_timeout != n.http_timeout),
+        (
+            "oidc.jwks_refetch_interval",
+            o.jwks_refetch_interval != n.jwks_refetch_interval,
+        ),
+        ("log.format", old.log.format != new.log.format),
+        ("log.level", old.log.level != new.log.level),
     ];
     checks
         .into_iter()

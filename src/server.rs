@@ -9,11 +9,20 @@
 //! When accepting fails for want of resources (EMFILE and the like), the loop pauses, doubling the
 //! pause from 10 ms up to 1 s, and says so in the log at most once every 10 seconds.
 //!
-//! Shutdown: when the shutdown future completes, the listener is closed (new connections are refused),
-//! idle keep-alive connections are closed, in-flight requests run to completion, and after
-//! `server.grace_period` whatever is left is dropped.
+//! Shutdown: when the shutdown future completes, `/readyz` answers 503 at once and the listener keeps
+//! accepting for `server.shutdown_delay`, so load balancers and Kubernetes endpoints stop sending before
+//! connections are refused. Then the listener is closed (new connections are refused), idle keep-alive
+//! connections are closed, in-flight requests run to completion, and after `server.grace_period`
+//! whatever is left is dropped. Both durations, and the connection time limits, are read from the
+//! configuration in force when they apply, so a reload changes them.
+//!
+//! The metrics listener (`server.metrics_listen`) is served by the same code ([`serve_metrics`]), its
+//! requests marked as its own so the route phase answers only `/metrics`, `/healthz` and `/readyz`
+//! there; it takes at most [`METRICS_MAX_CONNECTIONS`] connections, and its connections are not
+//! counted among the open client connections. It closes once the main listener has drained.
 
 mod deadline;
+pub mod tls;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -32,6 +41,7 @@ use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 
 use self::deadline::{ConnClock, Guarded, InFlight, Limits, Tracked};
 use crate::proxy::ConnInfo;
+use crate::router::Listener;
 use crate::runtime::Runtime;
 
 /// Largest request head accepted, in bytes; a larger one gets `431` (HTTP/1.1) or a stream reset (HTTP/2).
@@ -170,6 +180,9 @@ impl AcceptErrors {
     }
 }
 
+/// Connections the metrics listener takes at once: a scraper or two, and the probes.
+pub const METRICS_MAX_CONNECTIONS: usize = 16;
+
 /// Serve `listener` until `shutdown` completes, then drain for at most the grace period.
 pub async fn serve(
     rt: Arc<Runtime>,
@@ -177,9 +190,25 @@ pub async fn serve(
     tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) {
-    // Listener-level settings are read once: a reload does not rebuild the listener.
-    let snapshot = rt.snapshot();
-    let server = &snapshot.config.server;
+    serve_as(rt, listener, tls, Listener::Main, shutdown).await;
+}
+
+/// Serve the metrics listener (plain HTTP) until `shutdown` completes.
+pub async fn serve_metrics(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    serve_as(rt, listener, None, Listener::Metrics, shutdown).await;
+}
+
+async fn serve_as(
+    rt: Arc<Runtime>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    role: Listener,
+    shutdown: impl Future<Output = ()>,
+) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -196,16 +225,31 @@ pub async fn serve(
         .max_concurrent_streams(256)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
-    let limits = Limits {
-        header_read: server.header_read_timeout,
-        keepalive: server.keepalive_timeout,
+    // Read once: a reload does not resize the connection slots.
+    let max = match role {
+        Listener::Main => max_connections(rt.snapshot().config.server.max_connections),
+        Listener::Metrics => METRICS_MAX_CONNECTIONS,
     };
-    let max = max_connections(server.max_connections);
     let slots = Arc::new(Semaphore::new(max));
     let (stop_tx, stop_rx) = watch::channel(());
     let mut accept_errors = AcceptErrors::new();
     let mut refusals = Throttle::new(LOG_EVERY);
-    tokio::pin!(shutdown);
+    // Readiness goes at once; the listener stays open for the delay (SPEC: SIGTERM).
+    let stop = async {
+        shutdown.await;
+        if role == Listener::Metrics {
+            return;
+        }
+        rt.start_draining();
+        let delay = rt.snapshot().config.server.shutdown_delay;
+        if !delay.is_zero() {
+            tracing::info!(
+                "shutting down: /readyz answers 503; still accepting for {delay:?} (server.shutdown_delay)"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    };
+    tokio::pin!(stop);
 
     loop {
         let (stream, peer) = tokio::select! {
@@ -218,13 +262,13 @@ pub async fn serve(
                     if let Some(pause) = accept_errors.failed(&e) {
                         tokio::select! {
                             () = tokio::time::sleep(pause) => {}
-                            () = &mut shutdown => break,
+                            () = &mut stop => break,
                         }
                     }
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stop => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             if let Some(held_back) = refusals.allow() {
@@ -237,6 +281,13 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let limits = {
+            let snapshot = rt.snapshot();
+            Limits {
+                header_read: snapshot.config.server.header_read_timeout,
+                keepalive: snapshot.config.server.keepalive_timeout,
+            }
+        };
         tokio::spawn(serve_connection(Connection {
             rt: rt.clone(),
             builder: builder.clone(),
@@ -245,20 +296,28 @@ pub async fn serve(
             slot,
             tls: tls.clone(),
             limits,
+            role,
             stop: stop_rx.clone(),
         }));
     }
 
     drop(listener);
+    let grace_period = rt.snapshot().config.server.grace_period;
+    if role == Listener::Metrics {
+        // Stopped once the main listener has drained: its lines say all there is to say.
+        let _ = stop_tx.send(());
+        drop(stop_rx);
+        let _ = tokio::time::timeout(grace_period, stop_tx.closed()).await;
+        return;
+    }
     tracing::info!(
-        "shutting down: no new connections; waiting up to {:?} for in-flight requests",
-        server.grace_period
+        "shutting down: no new connections; waiting up to {grace_period:?} for in-flight requests"
     );
     let _ = stop_tx.send(());
     drop(stop_rx);
     tokio::select! {
         () = stop_tx.closed() => tracing::info!("all connections closed"),
-        () = tokio::time::sleep(server.grace_period) => {
+        () = tokio::time::sleep(grace_period) => {
             tracing::warn!("grace period over; dropping the remaining connections");
         }
     }
@@ -273,6 +332,7 @@ struct Connection {
     slot: OwnedSemaphorePermit,
     tls: Option<tokio_rustls::TlsAcceptor>,
     limits: Limits,
+    role: Listener,
     /// Changes (or closes) when the server shuts down.
     stop: watch::Receiver<()>,
 }
@@ -286,8 +346,10 @@ async fn serve_connection(c: Connection) {
         slot,
         tls,
         limits,
+        role,
         mut stop,
     } = c;
+    let _open = (role == Listener::Main).then(|| rt.metrics.connection_opened());
     let tls_used = tls.is_some();
     let io = match tls {
         None => ClientStream::Plain(stream),
@@ -320,7 +382,7 @@ async fn serve_connection(c: Connection) {
             let rt = rt.clone();
             let conn = conn_info.clone();
             async move {
-                let response = crate::phases::handle(rt, conn, req).await;
+                let response = crate::phases::handle(rt, conn, role, req).await;
                 Ok::<_, Infallible>(response.map(|body| Tracked::new(body, request)))
             }
         })
@@ -417,37 +479,10 @@ impl AsyncWrite for ClientStream {
     }
 }
 
-/// A rustls acceptor for the configured certificate chain and key, offering h2 and http/1.1 by ALPN.
+/// A rustls acceptor for the configured certificate chain and key, offering h2 and http/1.1 by ALPN;
+/// the certificate is read once (see [`tls::Certificates`] for one that follows its files).
 pub fn tls_acceptor(files: &crate::config::TlsFiles) -> Result<tokio_rustls::TlsAcceptor, String> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-
-    let certs = CertificateDer::pem_file_iter(&files.cert_file)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| {
-            format!(
-                "server.tls_cert_file: cannot read certificates from {}: {e}",
-                files.cert_file.display()
-            )
-        })?;
-    if certs.is_empty() {
-        return Err(format!(
-            "server.tls_cert_file: no certificate in {}",
-            files.cert_file.display()
-        ));
-    }
-    let key = PrivateKeyDer::from_pem_file(&files.key_file).map_err(|e| {
-        format!(
-            "server.tls_key_file: cannot read a private key from {}: {e}",
-            files.key_file.display()
-        )
-    })?;
-    let mut config = rustls::ServerConfig::builder()
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| format!("server.tls_key_file: the key does not fit the certificate: {e}"))?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(tls::Certificates::load(files)?.acceptor())
 }
 
 #[cfg(test)]

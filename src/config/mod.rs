@@ -25,11 +25,30 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use ipnet::IpNet;
 use regex::{Regex, RegexSet};
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{SecretBox, SecretString};
 use serde::Deserialize;
 use url::Url;
 
 pub use crate::router::host::HostPattern;
+
+/// Whether `public_url`'s host is the cookie domain (lower-case) or lies under it, as it must: the
+/// callback there sets the cookies every tool under the domain then shares.
+pub fn cookie_domain_holds(domain: &str, public_url: &Url) -> Result<()> {
+    let host = public_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host != domain && !host.ends_with(&format!(".{domain}")) {
+        return Err(ConfigError::new(
+            "session.cookie_domain",
+            format!(
+                "server.public_url's host {host:?} is not {domain:?} or under it: the cookies its callback sets would not reach the other tools"
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// One bad configuration value: the key path and what is wrong with it, printed as one line.
 #[derive(Debug, thiserror::Error)]
@@ -77,6 +96,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     pub trusted_proxies: Vec<IpNet>,
     pub grace_period: Duration,
+    /// After SIGTERM: how long the listener keeps accepting (with `/readyz` at 503) before it closes.
+    pub shutdown_delay: Duration,
     pub header_read_timeout: Duration,
     /// How long a connection may wait between requests.
     pub keepalive_timeout: Duration,
@@ -84,6 +105,9 @@ pub struct ServerConfig {
     pub max_connections: Option<usize>,
     /// Prefix of the gateway's own endpoints, `/oauth2` unless configured; never ends with `/`.
     pub prefix: String,
+    /// Where `GET /metrics` is served when not on `listen`: a listener of its own that answers
+    /// `/metrics`, `/healthz` and `/readyz` only (and the main listener answers `/metrics` with 404).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -98,6 +122,32 @@ pub struct UpstreamConfig {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub preserve_host: bool,
+    /// Trust and identity for every `https://` upstream (`[upstream]` and the routes' own).
+    pub tls: UpstreamTls,
+}
+
+/// `upstream.ca_file`, `upstream.client_cert_file` and `upstream.client_key_file`, read and parsed.
+#[derive(Debug, Default)]
+pub struct UpstreamTls {
+    /// Trusted besides the system roots.
+    pub ca_certs: Vec<CertificateDer<'static>>,
+    /// Presented when an upstream asks for a client certificate.
+    pub client_identity: Option<ClientIdentity>,
+}
+
+/// A client certificate chain and its private key, checked to belong together.
+pub struct ClientIdentity {
+    pub cert_chain: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity")
+            .field("certificates", &self.cert_chain.len())
+            .field("key", &"[redacted]")
+            .finish()
+    }
 }
 
 /// `oidc.client_auth`.
@@ -295,6 +345,8 @@ pub enum LogFormat {
 pub struct LogConfig {
     pub format: LogFormat,
     pub level: String,
+    /// One line per request (`telemetry::access_log`).
+    pub access_log: bool,
 }
 
 /// Environment variables that override configuration keys start with this.
@@ -478,10 +530,49 @@ secret = "{SECRET}"
     }
 
     #[test]
-    fn future_keys_are_refused_not_ignored() {
-        let e = err(&base().replace("[upstream]", "[upstream]\nca_file = \"ca.pem\""));
-        assert_eq!(e.key, "upstream.ca_file");
-        assert!(e.message.contains("not available yet"), "{e}");
+    fn metrics_listener_and_access_log() {
+        let c = parse(&base()).unwrap();
+        assert_eq!(c.server.metrics_listen, None);
+        assert!(c.log.access_log, "the access log is on by default");
+        let c = parse(&format!(
+            "{}\n[log]\naccess_log = false\n",
+            base().replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:9090\"\n"
+            )
+        ))
+        .unwrap();
+        assert_eq!(
+            c.server.metrics_listen,
+            Some("127.0.0.1:9090".parse().unwrap())
+        );
+        assert!(!c.log.access_log);
+        let env = BTreeMap::from([(
+            "PORTCULLIS_SERVER__METRICS_LISTEN".to_string(),
+            "10.0.0.5:9090".to_string(),
+        )]);
+        let c = Config::from_toml_str(&base(), &env).unwrap();
+        assert_eq!(
+            c.server.metrics_listen,
+            Some("10.0.0.5:9090".parse().unwrap())
+        );
+        for bad in ["localhost:9090", "9090", ""] {
+            let e = err(&base().replace(
+                "[server]\n",
+                &format!("[server]\nmetrics_listen = {bad:?}\n"),
+            ));
+            assert_eq!(e.key, "server.metrics_listen", "{bad}");
+        }
+        // Not the main listener's own address.
+        let same = base()
+            .replace("listen = \"127.0.0.1:0\"", "listen = \"0.0.0.0:4180\"")
+            .replace(
+                "[server]\n",
+                "[server]\nmetrics_listen = \"127.0.0.1:4180\"\n",
+            );
+        assert_eq!(err(&same).key, "server.metrics_listen");
+        let e = err(&format!("{}\n[log]\naccess_log = \"yes\"\n", base()));
+        assert_eq!(e.key, "log.access_log");
     }
 
     #[test]
@@ -546,6 +637,32 @@ secret = "{SECRET}"
         let host_prefixed = with("https://login.corp.example", "corp.example")
             .replace("[session]", "[session]\ncookie_name = \"__Host-sid\"");
         assert_eq!(err(&host_prefixed).key, "session.cookie_domain");
+    }
+
+    #[test]
+    fn shutdown_delay_defaults_to_none_and_may_be_set() {
+        assert_eq!(
+            parse(&base()).unwrap().server.shutdown_delay,
+            Duration::ZERO
+        );
+        let c = parse(&base().replace("[server]", "[server]\nshutdown_delay = \"5s\"")).unwrap();
+        assert_eq!(c.server.shutdown_delay, Duration::from_secs(5));
+        let e = err(&base().replace("[server]", "[server]\nshutdown_delay = \"soon\""));
+        assert_eq!(e.key, "server.shutdown_delay");
+    }
+
+    #[test]
+    fn https_upstreams_are_accepted() {
+        let c =
+            parse(&base().replace("http://127.0.0.1:8080", "https://app.internal/base")).unwrap();
+        assert_eq!(c.upstream.url.scheme(), "https");
+        assert!(c.upstream.tls.ca_certs.is_empty());
+        assert!(c.upstream.tls.client_identity.is_none());
+        let e = err(&base().replace(
+            "[upstream]",
+            "[upstream]\nca_file = \"/nonexistent/ca.pem\"",
+        ));
+        assert_eq!(e.key, "upstream.ca_file");
     }
 
     #[test]

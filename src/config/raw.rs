@@ -1,10 +1,9 @@
 //! The schema of `gateway.toml`: what serde reads before anything is checked.
 //!
 //! One schema, here: every section is a struct that refuses unknown keys (`deny_unknown_fields`), so a
-//! misspelt key stops start-up naming it; keys of features not built yet are fields of type [`NotYet`],
-//! refused by `validate` with "not available yet" rather than silently ignored; keys with a fixed set of
-//! values are enums, so serde names the choices. Values that need more than a type check (URLs,
-//! durations, files, regexes) stay strings and are turned into typed values by `validate`.
+//! misspelt key stops start-up naming it; keys with a fixed set of values are enums, so serde names
+//! the choices. Values that need more than a type check (URLs, durations, files, regexes) stay
+//! strings and are turned into typed values by `validate`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,9 +11,6 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{ClientAuthMethod, LogFormat, Policy, RedisMode, RefreshMode, StoreKind};
-
-/// A key of the contract whose feature this version does not have: any value is refused.
-pub(super) type NotYet = Option<toml::Value>;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -48,8 +44,9 @@ pub(super) struct RawServer {
     pub header_read_timeout: Option<String>,
     pub prefix: Option<String>,
     pub max_connections: Option<Count>,
-    pub shutdown_delay: NotYet,
+    pub shutdown_delay: Option<String>,
     pub keepalive_timeout: Option<String>,
+    pub metrics_listen: Option<String>,
 }
 
 /// A count given as a TOML integer, or as a string of digits (which is what an environment variable
@@ -68,9 +65,9 @@ pub(super) struct RawUpstream {
     pub timeout: Option<String>,
     pub connect_timeout: Option<String>,
     pub preserve_host: Option<bool>,
-    pub ca_file: NotYet,
-    pub client_cert_file: NotYet,
-    pub client_key_file: NotYet,
+    pub ca_file: Option<PathBuf>,
+    pub client_cert_file: Option<PathBuf>,
+    pub client_key_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -170,26 +167,5 @@ pub(super) struct RawAssertion {
 pub(super) struct RawLog {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
-    pub access_log: NotYet,
-}
-
-impl RawConfig {
-    /// The key paths set to a feature not built yet, in schema order.
-    pub(super) fn not_yet(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        let mut note = |key: &str, value: &NotYet| {
-            if value.is_some() {
-                keys.push(key.to_string());
-            }
-        };
-        let s = &self.server;
-        note("server.shutdown_delay", &s.shutdown_delay);
-        if let Some(u) = &self.upstream {
-            note("upstream.ca_file", &u.ca_file);
-            note("upstream.client_cert_file", &u.client_cert_file);
-            note("upstream.client_key_file", &u.client_key_file);
-        }
-        note("log.access_log", &self.log.access_log);
-        keys
-    }
+    pub access_log: Option<bool>,
 }

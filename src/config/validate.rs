@@ -8,6 +8,8 @@ use std::time::Duration;
 use http::{HeaderName, Method};
 use ipnet::IpNet;
 use regex::{Regex, RegexSet};
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{SecretBox, SecretString};
 use url::Url;
 
@@ -16,10 +18,10 @@ use super::raw::{
     RawSession, RawUpstream,
 };
 use super::{
-    decode_secret, AccessConfig, ApiConfig, AssertionConfig, ClientAuthMethod, Config, ConfigError,
-    HeadersConfig, HostPattern, LogConfig, LogFormat, OidcConfig, Policy, RedisConfig, RedisMode,
-    RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles,
-    UpstreamConfig,
+    decode_secret, AccessConfig, ApiConfig, AssertionConfig, ClientAuthMethod, ClientIdentity,
+    Config, ConfigError, HeadersConfig, HostPattern, LogConfig, LogFormat, OidcConfig, Policy,
+    RedisConfig, RedisMode, RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig,
+    StoreKind, TlsFiles, UpstreamConfig, UpstreamTls,
 };
 
 fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -65,14 +67,21 @@ fn http_url(key: &str, value: &str) -> Result<Url> {
     Ok(url)
 }
 
+/// A duration that may be zero (`"0s"`): a delay that can be switched off.
+fn duration_or_zero(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
+    let text = value.unwrap_or(default);
+    humantime::parse_duration(text).map_err(|e| {
+        ConfigError::new(
+            key,
+            format!(
+                "invalid duration {text:?} ({e}); use a string such as \"0s\", \"5s\" or \"1m\""
+            ),
+        )
+    })
+}
+
 fn upstream_url(key: &str, value: &str) -> Result<Url> {
     let url = http_url(key, value)?;
-    if url.scheme() != "http" {
-        return Err(ConfigError::new(
-            key,
-            "https upstreams are not available yet in this version; use an http:// URL",
-        ));
-    }
     if url.query().is_some() {
         return Err(ConfigError::new(key, "an upstream URL cannot have a query"));
     }
@@ -124,12 +133,6 @@ fn secret_pair(
 }
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config> {
-    if let Some(key) = raw.not_yet().into_iter().next() {
-        return Err(ConfigError::new(
-            key,
-            "this feature is not available yet in this version",
-        ));
-    }
     let server = validate_server(raw.server)?;
     let upstream = validate_upstream(raw.upstream)?;
     let oidc = validate_oidc(raw.oidc)?;
@@ -142,6 +145,20 @@ pub(super) fn validate(raw: RawConfig) -> Result<Config> {
         .map(|(i, r)| validate_route(i, r))
         .collect::<Result<Vec<_>>>()?;
     let route_set = route_set(&routes)?;
+    let tls_settings = upstream.tls.client_identity.is_some() || !upstream.tls.ca_certs.is_empty();
+    let any_https = std::iter::once(&upstream.url)
+        .chain(routes.iter().filter_map(|r| r.upstream.as_ref()))
+        .any(|u| u.scheme() == "https");
+    if tls_settings && !any_https {
+        return Err(ConfigError::new(
+            if upstream.tls.ca_certs.is_empty() {
+                "upstream.client_cert_file"
+            } else {
+                "upstream.ca_file"
+            },
+            "is only used for https:// upstreams, and no upstream is https://",
+        ));
+    }
     let log = validate_log(raw.log)?;
     let access = raw
         .access
@@ -176,6 +193,25 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
             format!("expected an address such as \"127.0.0.1:4180\", got {listen_text:?}"),
         )
     })?;
+    let metrics_listen = raw
+        .metrics_listen
+        .as_deref()
+        .map(|text| {
+            let addr: SocketAddr = text.parse().map_err(|_| {
+                ConfigError::new(
+                    "server.metrics_listen",
+                    format!("expected an address such as \"127.0.0.1:9090\", got {text:?}"),
+                )
+            })?;
+            if addr.port() != 0 && addr.port() == listen.port() && (addr.ip() == listen.ip() || addr.ip().is_unspecified() || listen.ip().is_unspecified()) {
+                return Err(ConfigError::new(
+                    "server.metrics_listen",
+                    format!("{addr} is server.listen's address; leave metrics_listen out to serve /metrics there"),
+                ));
+            }
+            Ok(addr)
+        })
+        .transpose()?;
     let public_url = http_url(
         "server.public_url",
         raw.public_url.as_deref().unwrap_or("http://localhost:4180"),
@@ -250,6 +286,11 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
         tls,
         trusted_proxies,
         grace_period: duration("server.grace_period", raw.grace_period.as_deref(), "30s")?,
+        shutdown_delay: duration_or_zero(
+            "server.shutdown_delay",
+            raw.shutdown_delay.as_deref(),
+            "0s",
+        )?,
         header_read_timeout: duration(
             "server.header_read_timeout",
             raw.header_read_timeout.as_deref(),
@@ -264,6 +305,7 @@ fn validate_server(raw: RawServer) -> Result<ServerConfig> {
             .max_connections
             .map(|c| count("server.max_connections", c))
             .transpose()?,
+        metrics_listen,
         prefix,
     })
 }
@@ -295,6 +337,105 @@ fn validate_upstream(raw: Option<RawUpstream>) -> Result<UpstreamConfig> {
             "5s",
         )?,
         preserve_host: raw.preserve_host.unwrap_or(true),
+        tls: upstream_tls(
+            raw.ca_file.as_deref(),
+            raw.client_cert_file.as_deref(),
+            raw.client_key_file.as_deref(),
+        )?,
+    })
+}
+
+/// PEM certificates from `path`, at least one.
+fn pem_certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| {
+            ConfigError::new(
+                key,
+                format!("cannot read PEM certificates from {}: {e}", path.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(ConfigError::new(
+            key,
+            format!("{} holds no PEM certificate", path.display()),
+        ));
+    }
+    Ok(certs)
+}
+
+/// `upstream.ca_file` and the client certificate and key, read and checked: every CA certificate
+/// usable as a trust anchor, the key the one the certificate names.
+fn upstream_tls(
+    ca_file: Option<&Path>,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<UpstreamTls> {
+    let ca_certs = match ca_file {
+        None => Vec::new(),
+        Some(path) => {
+            let certs = pem_certificates("upstream.ca_file", path)?;
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in &certs {
+                roots.add(cert.clone()).map_err(|e| {
+                    ConfigError::new(
+                        "upstream.ca_file",
+                        format!(
+                            "{}: a certificate is not usable as a trust anchor: {e}",
+                            path.display()
+                        ),
+                    )
+                })?;
+            }
+            certs
+        }
+    };
+    let client_identity = match (cert_file, key_file) {
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(ConfigError::new(
+                "upstream.client_key_file",
+                "is required with upstream.client_cert_file",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(ConfigError::new(
+                "upstream.client_cert_file",
+                "is required with upstream.client_key_file",
+            ))
+        }
+        (Some(cert_path), Some(key_path)) => {
+            let cert_chain = pem_certificates("upstream.client_cert_file", cert_path)?;
+            let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
+                ConfigError::new(
+                    "upstream.client_key_file",
+                    format!(
+                        "cannot read a PEM private key from {}: {e}",
+                        key_path.display()
+                    ),
+                )
+            })?;
+            rustls::sign::CertifiedKey::from_der(
+                cert_chain.clone(),
+                key.clone_key(),
+                &rustls::crypto::aws_lc_rs::default_provider(),
+            )
+            .map_err(|e| {
+                ConfigError::new(
+                    "upstream.client_key_file",
+                    format!(
+                        "{} does not fit the certificate in {}: {e}",
+                        key_path.display(),
+                        cert_path.display()
+                    ),
+                )
+            })?;
+            Some(ClientIdentity { cert_chain, key })
+        }
+    };
+    Ok(UpstreamTls {
+        ca_certs,
+        client_identity,
     })
 }
 
@@ -721,18 +862,7 @@ fn cookie_domain(text: &str, public_url: &Url, cookie_name: &str) -> Result<Stri
             "an IP address cannot be a cookie domain; leave the key out for host-only cookies",
         ));
     }
-    let host = public_url
-        .host_str()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
-    if host != domain && !host.ends_with(&format!(".{domain}")) {
-        return Err(ConfigError::new(
-            key,
-            format!(
-                "server.public_url's host {host:?} is not {domain:?} or under it: the cookies its callback sets would not reach the other tools"
-            ),
-        ));
-    }
+    super::cookie_domain_holds(&domain, public_url)?;
     if cookie_name.starts_with("__Host-") {
         return Err(ConfigError::new(
             key,
@@ -1004,7 +1134,11 @@ fn validate_log(raw: RawLog) -> Result<LogConfig> {
             format!("invalid level or filter {level:?}: {e}"),
         )
     })?;
-    Ok(LogConfig { format, level })
+    Ok(LogConfig {
+        format,
+        level,
+        access_log: raw.access_log.unwrap_or(true),
+    })
 }
 
 /// All route patterns as one set, matched in one pass per request. Each pattern compiled alone within

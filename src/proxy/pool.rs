@@ -1,4 +1,4 @@
-//! Keep-alive HTTP/1.1 connections to one upstream.
+//! Keep-alive connections to one upstream: HTTP/1.1, or over TLS HTTP/2 when the upstream offers it.
 //!
 //! Each `Upstream` owns one pool, built at start-up, so a request finds its pool without hashing anything.
 //! Idle connections wait in shards, each a short `Vec` behind its own lock; a worker thread puts to and
@@ -14,23 +14,31 @@
 //! A connection the upstream closed just as it was taken out fails the request before a byte was written;
 //! hyper then hands the request back, and it is sent once more on a new connection. A request that may
 //! have reached the upstream is never sent again.
+//!
+//! An `https://` upstream is reached through rustls (`tls`). When its ALPN answer is `h2`, the one
+//! HTTP/2 connection carries every request at once (each a stream) and is shared rather than pooled;
+//! it is replaced when it closes. A request that upgrades always goes on an HTTP/1.1 connection.
 
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use http::{Request, Response, StatusCode};
+use http::uri::{Authority, Scheme};
+use http::{header, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper_util::rt::TokioIo;
+use hyper::client::conn::http2;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use tokio::net::TcpStream;
 use url::{Host, Url};
 
+use super::tls::{self, Connectors};
 use super::UpstreamBody;
 
 /// How long a connection may sit idle in the pool before it is closed.
@@ -40,6 +48,23 @@ const SHARDS: usize = 16;
 const SHARD_CAPACITY: usize = 64;
 
 type Sender = SendRequest<UpstreamBody>;
+type H2Sender = http2::SendRequest<UpstreamBody>;
+
+/// The TLS error that ended a connection, as rustls reported it: HTTP/2 passes on only its text.
+type TlsFailure = Arc<OnceLock<rustls::Error>>;
+
+/// The shared HTTP/2 connection and what ended it, if anything has.
+#[derive(Clone)]
+struct Shared {
+    sender: H2Sender,
+    failure: TlsFailure,
+}
+
+/// A new connection, by the protocol it speaks.
+enum Fresh {
+    Http1(Sender),
+    Http2(Shared),
+}
 
 struct Idle {
     sender: Sender,
@@ -52,11 +77,22 @@ enum Target {
     Name(String, u16),
 }
 
+/// How an `https://` upstream is reached.
+struct TlsTarget {
+    connectors: Arc<Connectors>,
+    /// The name its certificate must carry.
+    name: ServerName<'static>,
+    /// `:authority` of HTTP/2 requests that carry no `Host`.
+    authority: Authority,
+}
+
 /// Why a request got no response from the upstream.
 #[derive(Debug)]
 pub enum Error {
     /// No connection could be made (refused, unresolvable, timed out).
     Connect(io::Error),
+    /// TLS failed, in the handshake or later (an alert): why, in words (`tls::explain`).
+    Tls(String),
     /// The connection failed during the exchange.
     Http(hyper::Error),
 }
@@ -69,6 +105,12 @@ pub struct Pool {
 
 struct Inner {
     target: Target,
+    /// Whether the upstream is `https://`: then its connections are TLS or none.
+    https: bool,
+    /// How to reach an `https://` upstream.
+    tls: Option<TlsTarget>,
+    /// The shared HTTP/2 connection, once the upstream chose HTTP/2.
+    h2: Mutex<Option<Shared>>,
     shards: Box<[Mutex<Vec<Idle>>]>,
     /// Whether the task closing expired idle connections is running.
     reaping: AtomicBool,
@@ -94,8 +136,9 @@ fn lock(shard: &Mutex<Vec<Idle>>) -> MutexGuard<'_, Vec<Idle>> {
 }
 
 impl Pool {
-    /// A pool for the upstream at `url` (an `http` URL; without a port, 80).
-    pub fn new(url: &Url) -> Pool {
+    /// A pool for the upstream at `url` (without a port, 80 or 443). An `https` URL needs
+    /// `connectors`; without them its connections fail with a TLS error.
+    pub fn new(url: &Url, connectors: Option<Arc<Connectors>>) -> Pool {
         let port = url.port_or_known_default().unwrap_or(80);
         let target = match url.host() {
             Some(Host::Ipv4(ip)) => Target::Addr(SocketAddr::new(ip.into(), port)),
@@ -103,9 +146,30 @@ impl Pool {
             Some(Host::Domain(name)) => Target::Name(name.to_string(), port),
             None => Target::Name(String::new(), port),
         };
+        let https = url.scheme() == "https";
+        let tls = match (https, connectors, tls::server_name(url)) {
+            (true, Some(connectors), Some(name)) => {
+                let authority = match url.port() {
+                    Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+                    None => url.host_str().unwrap_or_default().to_string(),
+                };
+                authority
+                    .parse::<Authority>()
+                    .ok()
+                    .map(|authority| TlsTarget {
+                        connectors,
+                        name,
+                        authority,
+                    })
+            }
+            _ => None,
+        };
         Pool {
             inner: Arc::new(Inner {
                 target,
+                https,
+                tls,
+                h2: Mutex::new(None),
                 shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
                 reaping: AtomicBool::new(false),
             }),
@@ -119,6 +183,25 @@ impl Pool {
         req: Request<UpstreamBody>,
         connect_timeout: Duration,
     ) -> Result<Response<PooledBody>, Error> {
+        let upgrade = req.headers().contains_key(header::UPGRADE);
+        let mut req = req;
+        if !upgrade {
+            if let Some(mut h2) = self.inner.shared_h2() {
+                match h2.sender.try_send_request(self.inner.for_h2(req)).await {
+                    Ok(response) => return Ok(unpooled(response)),
+                    // Closed before the request left: it may go again, on a new connection.
+                    Err(mut e) => match e.take_message() {
+                        Some(sent_back) => {
+                            self.inner.forget_h2();
+                            req = sent_back;
+                        }
+                        None => return Err(self.inner.h2_failure(e.into_error(), &h2)),
+                    },
+                }
+            }
+        }
+        // A request the HTTP/2 connection sent back is in HTTP/2's form; HTTP/1.1 wants its own.
+        let req = for_h1(req);
         let req = match self.inner.checkout() {
             Some(mut sender) => match sender.try_send_request(req).await {
                 Ok(response) => return Ok(self.wrap(sender, response)),
@@ -126,15 +209,30 @@ impl Pool {
                 // again, once, on a new connection.
                 Err(mut e) => match e.take_message() {
                     Some(req) => req,
-                    None => return Err(Error::Http(e.into_error())),
+                    None => return Err(self.inner.failure(e.into_error())),
                 },
             },
             None => req,
         };
         // Boxed: the common case, an idle connection, keeps a small future.
-        let mut sender = Box::pin(self.inner.connect(connect_timeout)).await?;
-        let response = sender.send_request(req).await.map_err(Error::Http)?;
-        Ok(self.wrap(sender, response))
+        match Box::pin(self.inner.connect(connect_timeout, upgrade)).await? {
+            Fresh::Http1(mut sender) => {
+                let response = sender
+                    .send_request(for_h1(req))
+                    .await
+                    .map_err(|e| self.inner.failure(e))?;
+                Ok(self.wrap(sender, response))
+            }
+            Fresh::Http2(mut h2) => {
+                *lock_h2(&self.inner.h2) = Some(h2.clone());
+                let response = h2
+                    .sender
+                    .send_request(self.inner.for_h2(req))
+                    .await
+                    .map_err(|e| self.inner.h2_failure(e, &h2))?;
+                Ok(unpooled(response))
+            }
+        }
     }
 
     fn wrap(&self, sender: Sender, response: Response<Incoming>) -> Response<PooledBody> {
@@ -151,8 +249,102 @@ impl Pool {
     }
 }
 
+/// The HTTP/1.1 form of a request made for HTTP/2 (see `Inner::for_h2`): `Host` again, and the
+/// origin-form target. A request in HTTP/1.1 form is returned as it is.
+fn for_h1(mut req: Request<UpstreamBody>) -> Request<UpstreamBody> {
+    let Some(authority) = req.uri().authority().cloned() else {
+        return req;
+    };
+    if !req.headers().contains_key(header::HOST) {
+        if let Ok(host) = http::HeaderValue::from_str(authority.as_str()) {
+            req.headers_mut().insert(header::HOST, host);
+        }
+    }
+    let target = req
+        .uri()
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
+    *req.uri_mut() = Uri::from(target);
+    *req.version_mut() = Version::HTTP_11;
+    req
+}
+
+/// A response on the shared HTTP/2 connection: nothing to give back.
+fn unpooled(response: Response<Incoming>) -> Response<PooledBody> {
+    response.map(|inner| PooledBody { inner, conn: None })
+}
+
+fn lock_h2(h2: &Mutex<Option<Shared>>) -> MutexGuard<'_, Option<Shared>> {
+    h2.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 impl Inner {
-    /// An idle connection ready for a request, if there is one.
+    /// The shared HTTP/2 connection, while it is open.
+    fn shared_h2(&self) -> Option<Shared> {
+        let mut slot = lock_h2(&self.h2);
+        match slot.as_ref() {
+            Some(h2) if !h2.sender.is_closed() => Some(h2.clone()),
+            Some(_) => {
+                *slot = None;
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Drop the shared HTTP/2 connection once it has closed (a newer one stays).
+    fn forget_h2(&self) {
+        let mut slot = lock_h2(&self.h2);
+        if slot.as_ref().is_some_and(|h2| h2.sender.is_closed()) {
+            *slot = None;
+        }
+    }
+
+    /// An HTTP/2 request names its target in `:scheme` and `:authority` (RFC 9113 section 8.3.1):
+    /// the URI becomes absolute, its authority the `Host` the proxy chose, and `Host` goes.
+    fn for_h2(&self, mut req: Request<UpstreamBody>) -> Request<UpstreamBody> {
+        let host = req
+            .headers_mut()
+            .remove(header::HOST)
+            .and_then(|h| Authority::try_from(h.as_bytes()).ok());
+        let authority = req
+            .uri()
+            .authority()
+            .cloned()
+            .or(host)
+            .or_else(|| self.tls.as_ref().map(|t| t.authority.clone()));
+        let mut parts = req.uri().clone().into_parts();
+        parts.scheme = Some(Scheme::HTTPS);
+        parts.authority = authority;
+        if let Ok(uri) = Uri::from_parts(parts) {
+            *req.uri_mut() = uri;
+        }
+        *req.version_mut() = Version::HTTP_2;
+        req
+    }
+
+    /// A failed exchange; one that TLS ended says so.
+    fn failure(&self, e: hyper::Error) -> Error {
+        match (&self.tls, tls::rustls_error(&e)) {
+            (Some(t), Some(tls_error)) => {
+                Error::Tls(tls::explain(tls_error, t.connectors.client_certificate))
+            }
+            _ => Error::Http(e),
+        }
+    }
+
+    /// A failed exchange on an HTTP/2 connection; one that TLS ended says so.
+    fn h2_failure(&self, e: hyper::Error, h2: &Shared) -> Error {
+        match (&self.tls, h2.failure.get()) {
+            (Some(t), Some(tls_error)) => {
+                Error::Tls(tls::explain(tls_error, t.connectors.client_certificate))
+            }
+            _ => self.failure(e),
+        }
+    }
+
+    /// An idle HTTP/1.1 connection ready for a request, if there is one.
     fn checkout(&self) -> Option<Sender> {
         let home = home_shard();
         let mut now = None;
@@ -244,30 +436,73 @@ impl Inner {
         });
     }
 
-    /// A new connection, its task spawned.
-    async fn connect(&self, timeout: Duration) -> Result<Sender, Error> {
-        let stream = match tokio::time::timeout(timeout, self.tcp(timeout)).await {
+    /// A new connection, its task spawned: HTTP/1.1, or HTTP/2 when TLS negotiated it (never for a
+    /// request that upgrades). The TCP connection and the TLS handshake share `timeout`.
+    async fn connect(&self, timeout: Duration, upgrade: bool) -> Result<Fresh, Error> {
+        let timed_out = || {
+            Error::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no connection within {timeout:?}"),
+            ))
+        };
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = match tokio::time::timeout_at(deadline, self.tcp(timeout)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(Error::Connect(e)),
-            Err(_) => {
-                return Err(Error::Connect(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!("no connection within {timeout:?}"),
-                )))
-            }
+            Err(_) => return Err(timed_out()),
         };
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!("TCP_NODELAY not set on an upstream connection: {e}");
         }
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
+        if !self.https {
+            return http1_over(stream).await.map(Fresh::Http1);
+        }
+        let Some(tls) = &self.tls else {
+            // Never the case for a validated configuration: fail closed rather than speak plain HTTP.
+            return Err(Error::Tls(
+                "no TLS settings for this https:// upstream".into(),
+            ));
+        };
+        let connector = if upgrade {
+            &tls.connectors.http1
+        } else {
+            &tls.connectors.negotiating
+        };
+        let stream =
+            match tokio::time::timeout_at(deadline, connector.connect(tls.name.clone(), stream))
+                .await
+            {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    return Err(Error::Tls(match tls::rustls_error(&e) {
+                        Some(tls_error) => {
+                            tls::explain(tls_error, tls.connectors.client_certificate)
+                        }
+                        None => format!("the TLS handshake failed: {e}"),
+                    }))
+                }
+                Err(_) => return Err(timed_out()),
+            };
+        if stream.get_ref().1.alpn_protocol() != Some(b"h2") {
+            return http1_over(stream).await.map(Fresh::Http1);
+        }
+        let failure = TlsFailure::default();
+        let watched = Watched {
+            inner: stream,
+            failure: failure.clone(),
+        };
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .handshake(TokioIo::new(watched))
             .await
-            .map_err(Error::Http)?;
+            .map_err(|e| self.failure(e))?;
         tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!("upstream connection ended: {e}");
+            if let Err(e) = conn.await {
+                tracing::debug!("upstream HTTP/2 connection ended: {e}");
             }
         });
-        Ok(sender)
+        Ok(Fresh::Http2(Shared { sender, failure }))
     }
 
     /// A TCP connection to the target; a host name's addresses are tried in turn, each given an equal
@@ -302,6 +537,89 @@ impl Inner {
             }
         }
     }
+}
+
+/// A TLS stream that keeps the rustls error that ended it (see [`TlsFailure`]).
+struct Watched<S> {
+    inner: S,
+    failure: TlsFailure,
+}
+
+impl<S> Watched<S> {
+    fn note<T>(&self, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if let Poll::Ready(Err(e)) = &polled {
+            if let Some(tls_error) = tls::rustls_error(e) {
+                let _ = self.failure.set(tls_error.clone());
+            }
+        }
+        polled
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.note(polled)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.note(polled)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.note(polled)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_flush(cx);
+        this.note(polled)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_shutdown(cx);
+        this.note(polled)
+    }
+}
+
+/// An HTTP/1.1 connection over `io`, its task spawned.
+async fn http1_over<T>(io: T) -> Result<Sender, Error>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(Error::Http)?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!("upstream connection ended: {e}");
+        }
+    });
+    Ok(sender)
 }
 
 /// A connection lent to one exchange, on its way back to the pool.
@@ -375,7 +693,7 @@ mod tests {
     #[test]
     fn the_target_comes_from_the_url() {
         let target = |url: &str| {
-            let pool = Pool::new(&Url::parse(url).unwrap());
+            let pool = Pool::new(&Url::parse(url).unwrap(), None);
             match &pool.inner.target {
                 Target::Addr(addr) => addr.to_string(),
                 Target::Name(host, port) => format!("name {host} {port}"),

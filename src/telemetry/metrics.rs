@@ -19,21 +19,26 @@ use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Which kind of route a request went to: the `policy` label.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum PolicyLabel {
     Public,
     Authenticated,
     Deny,
-    /// The gateway's own endpoints, health, readiness and metrics.
+    /// The gateway's own endpoints (everything under the prefix), health, readiness and metrics.
     Internal,
+    /// Refused before it could be routed: `CONNECT`, a bad `Host`, an ambiguous path (`none`).
+    #[default]
+    Unrouted,
 }
 
 impl PolicyLabel {
-    const ALL: [PolicyLabel; 4] = [
+    /// In the order of the discriminants: `label as usize` indexes the series.
+    const ALL: [PolicyLabel; 5] = [
         PolicyLabel::Public,
         PolicyLabel::Authenticated,
         PolicyLabel::Deny,
         PolicyLabel::Internal,
+        PolicyLabel::Unrouted,
     ];
 
     fn name(self) -> &'static str {
@@ -42,6 +47,7 @@ impl PolicyLabel {
             PolicyLabel::Authenticated => "authenticated",
             PolicyLabel::Deny => "deny",
             PolicyLabel::Internal => "internal",
+            PolicyLabel::Unrouted => "none",
         }
     }
 }
@@ -90,28 +96,33 @@ impl UpstreamError {
     }
 }
 
-/// Why a login failed: the `reason` label.
+/// Why a login failed at the callback: the `reason` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LoginFailure {
-    /// The callback's state matched no login started in this browser.
+    /// The callback's state is missing or matches no login started in this browser (stale,
+    /// tampered, replayed).
     State,
-    /// The provider answered the login with an error.
+    /// The provider answered the login with an `error` (denied consent, ...).
     ProviderError,
+    /// The callback's query is malformed: a repeated parameter, no code.
+    Malformed,
     /// The code exchange was refused or the provider could not be reached.
     Exchange,
-    /// The id_token failed a check.
+    /// No id_token, or one that failed a check.
     IdToken,
-    /// The userinfo answer was refused.
+    /// The userinfo claims could not be had or were refused (`oidc.userinfo_claims`).
     Userinfo,
-    /// The session could not be stored.
+    /// The session could not be kept (the store failed, or the identity is too large).
     Store,
+    /// Anything else (the gateway's own failure).
     Other,
 }
 
 impl LoginFailure {
-    const ALL: [LoginFailure; 7] = [
+    const ALL: [LoginFailure; 8] = [
         LoginFailure::State,
         LoginFailure::ProviderError,
+        LoginFailure::Malformed,
         LoginFailure::Exchange,
         LoginFailure::IdToken,
         LoginFailure::Userinfo,
@@ -122,6 +133,7 @@ impl LoginFailure {
         match self {
             LoginFailure::State => "state",
             LoginFailure::ProviderError => "provider_error",
+            LoginFailure::Malformed => "malformed",
             LoginFailure::Exchange => "exchange",
             LoginFailure::IdToken => "id_token",
             LoginFailure::Userinfo => "userinfo",
@@ -134,12 +146,13 @@ impl LoginFailure {
 /// How a refresh ended: the `outcome` label.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RefreshOutcome {
+    /// This request redeemed the refresh token and the session has new tokens.
     Refreshed,
-    /// Another request refreshed the session; this one took its result.
+    /// Another request (here or on another replica) refreshed the session; this one took its result.
     Shared,
     /// `invalid_grant`, or a new id_token that failed: the session ended.
     Refused,
-    /// The provider could not be reached or failed.
+    /// The provider could not be reached or failed: tried again later.
     Failed,
 }
 
@@ -160,34 +173,79 @@ impl RefreshOutcome {
     }
 }
 
-/// A session store operation: the `op` label.
+/// A session store operation: the `op` label. A session served from the cache of opened sessions
+/// costs no operation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StoreOp {
+    /// Open the session a cookie stands for.
     Load,
+    /// Look a session up again by its key (a refresh that waited for another).
+    Reload,
+    /// Keep a new session (a login).
     Save,
+    /// Replace a session (a refresh, a recorded use).
     Update,
+    /// Sign-out.
     Delete,
+    /// End a session whose refresh was refused.
+    End,
+    /// Back-channel logout: end every session of a `sid` or `sub`.
     Revoke,
+    /// Remember a one-time value (a logout token's `jti`).
+    FirstUse,
+    /// Take a session's refresh lock.
     Lock,
 }
 
 impl StoreOp {
-    const ALL: [StoreOp; 6] = [
+    const ALL: [StoreOp; 9] = [
         StoreOp::Load,
+        StoreOp::Reload,
         StoreOp::Save,
         StoreOp::Update,
         StoreOp::Delete,
+        StoreOp::End,
         StoreOp::Revoke,
+        StoreOp::FirstUse,
         StoreOp::Lock,
     ];
     fn name(self) -> &'static str {
         match self {
             StoreOp::Load => "load",
+            StoreOp::Reload => "reload",
             StoreOp::Save => "save",
             StoreOp::Update => "update",
             StoreOp::Delete => "delete",
+            StoreOp::End => "end",
             StoreOp::Revoke => "revoke",
+            StoreOp::FirstUse => "first_use",
             StoreOp::Lock => "lock",
+        }
+    }
+}
+
+/// How a back-channel logout request ended: the `outcome` label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackchannelOutcome {
+    /// A valid logout token: its sessions ended (`200`).
+    Accepted,
+    /// The request or its token was refused (`400`).
+    Refused,
+    /// The store could not record it (`503`): the provider may retry.
+    Failed,
+}
+
+impl BackchannelOutcome {
+    const ALL: [BackchannelOutcome; 3] = [
+        BackchannelOutcome::Accepted,
+        BackchannelOutcome::Refused,
+        BackchannelOutcome::Failed,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            BackchannelOutcome::Accepted => "accepted",
+            BackchannelOutcome::Refused => "refused",
+            BackchannelOutcome::Failed => "failed",
         }
     }
 }
@@ -238,19 +296,24 @@ impl TypedMetric for AtomicHistogram {
 }
 
 impl EncodeMetric for AtomicHistogram {
+    /// The encoder takes each bucket's own count and sums them up itself; the last bucket is
+    /// `+Inf` (`f64::INFINITY`), holding what no finite bound took. The buckets are read before the
+    /// count (an observation adds to its bucket first), and the count written is never below what
+    /// the buckets hold, so `_count` always equals the `+Inf` bucket, as OpenMetrics requires.
     fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
-        let count = self.count.load(Ordering::Relaxed);
-        let mut cumulative = 0;
+        let mut finite = 0;
         let mut buckets: Vec<(f64, u64)> = self
             .bounds
             .iter()
             .zip(self.buckets.iter())
             .map(|(bound, n)| {
-                cumulative += n.load(Ordering::Relaxed);
-                (*bound, cumulative)
+                let n = n.load(Ordering::Relaxed);
+                finite += n;
+                (*bound, n)
             })
             .collect();
-        buckets.push((f64::MAX, count.max(cumulative)));
+        let count = self.count.load(Ordering::Relaxed).max(finite);
+        buckets.push((f64::INFINITY, count - finite));
         let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         encoder.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)
     }
@@ -304,7 +367,7 @@ impl EncodeMetric for ReadCounter {
 /// Every series, made at start-up.
 pub struct Metrics {
     registry: Registry,
-    /// By (policy, status class, method).
+    /// By (policy, status class, method): see [`Metrics::request`].
     requests: Box<[Counter]>,
     /// By policy.
     latency: Box<[SharedHistogram]>,
@@ -313,13 +376,13 @@ pub struct Metrics {
     logins_completed: Counter,
     logins_failed: Box<[Counter]>,
     refreshes: Box<[Counter]>,
-    backchannel_accepted: Counter,
-    backchannel_refused: Counter,
+    backchannel_logouts: Box<[Counter]>,
     store_operations: Box<[Counter]>,
     store_errors: Box<[Counter]>,
     open_connections: Gauge,
 }
 
+/// A counter family with one label, a series for each of `values` (in that order).
 fn family<const N: usize>(
     registry: &mut Registry,
     name: &str,
@@ -335,6 +398,12 @@ fn family<const N: usize>(
         .collect()
 }
 
+/// The position of `value` in `all`: the index of its series. The label enums are small and their
+/// `ALL` lists complete, so this never falls back (a test checks it).
+fn index<T: PartialEq>(all: &[T], value: &T) -> usize {
+    all.iter().position(|x| x == value).unwrap_or(0)
+}
+
 impl Metrics {
     /// The registry with every series at zero; `jwks_fetches` is read at each scrape.
     pub fn new(jwks_fetches: Arc<dyn Fn() -> u64 + Send + Sync>) -> Metrics {
@@ -342,7 +411,8 @@ impl Metrics {
         let requests_family = Family::<Labels, Counter>::default();
         registry.register(
             "requests",
-            "Requests answered, by route policy, status class and method",
+            "Requests answered, by route policy (internal: the gateway's own endpoints; none: refused \
+             before routing), status class and method (other: any method not listed)",
             requests_family.clone(),
         );
         let mut requests =
@@ -381,7 +451,7 @@ impl Metrics {
         let upstream_errors = family(
             &mut registry,
             "upstream_errors",
-            "Upstream exchanges that failed, by kind",
+            "Proxied requests the upstream did not answer, by kind (connect, timeout, protocol, tls)",
             "kind",
             UpstreamError::ALL.map(UpstreamError::name),
         );
@@ -400,7 +470,7 @@ impl Metrics {
         let logins_failed = family(
             &mut registry,
             "logins_failed",
-            "Logins that failed, by reason",
+            "Logins that failed at the callback, by reason",
             "reason",
             LoginFailure::ALL.map(LoginFailure::name),
         );
@@ -411,12 +481,12 @@ impl Metrics {
             "outcome",
             RefreshOutcome::ALL.map(RefreshOutcome::name),
         );
-        let backchannel = family(
+        let backchannel_logouts = family(
             &mut registry,
             "backchannel_logouts",
             "Back-channel logout requests, by outcome",
             "outcome",
-            ["accepted", "refused"],
+            BackchannelOutcome::ALL.map(BackchannelOutcome::name),
         );
         registry.register(
             "jwks_fetches",
@@ -426,7 +496,7 @@ impl Metrics {
         let store_operations = family(
             &mut registry,
             "store_operations",
-            "Session store operations, by kind",
+            "Session store operations, by kind (sessions served from the cache cost none)",
             "op",
             StoreOp::ALL.map(StoreOp::name),
         );
@@ -440,7 +510,7 @@ impl Metrics {
         let open_connections = Gauge::default();
         registry.register(
             "open_connections",
-            "Client connections open now",
+            "Client connections open now (the main listener's)",
             open_connections.clone(),
         );
         Metrics {
@@ -452,21 +522,17 @@ impl Metrics {
             logins_completed,
             logins_failed,
             refreshes,
-            backchannel_accepted: backchannel[0].clone(),
-            backchannel_refused: backchannel[1].clone(),
+            backchannel_logouts,
             store_operations,
             store_errors,
             open_connections,
         }
     }
 
-    /// One request answered.
+    /// One request answered: no lock, no allocation (an index into series made at start-up).
     pub fn request(&self, policy: PolicyLabel, method: &Method, status: u16, elapsed: Duration) {
         let class = usize::from((status / 100).clamp(1, 5)) - 1;
-        let p = PolicyLabel::ALL
-            .iter()
-            .position(|x| *x == policy)
-            .unwrap_or(0);
+        let p = index(&PolicyLabel::ALL, &policy);
         let i = (p * CLASSES.len() + class) * METHODS.len() + method_index(method);
         if let Some(counter) = self.requests.get(i) {
             counter.inc();
@@ -477,11 +543,7 @@ impl Metrics {
     }
 
     pub fn upstream_error(&self, kind: UpstreamError) {
-        let i = UpstreamError::ALL
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(0);
-        self.upstream_errors[i].inc();
+        self.upstream_errors[index(&UpstreamError::ALL, &kind)].inc();
     }
 
     pub fn login_started(&self) {
@@ -493,31 +555,20 @@ impl Metrics {
     }
 
     pub fn login_failed(&self, reason: LoginFailure) {
-        let i = LoginFailure::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .unwrap_or(0);
-        self.logins_failed[i].inc();
+        self.logins_failed[index(&LoginFailure::ALL, &reason)].inc();
     }
 
     pub fn refresh(&self, outcome: RefreshOutcome) {
-        let i = RefreshOutcome::ALL
-            .iter()
-            .position(|o| *o == outcome)
-            .unwrap_or(0);
-        self.refreshes[i].inc();
+        self.refreshes[index(&RefreshOutcome::ALL, &outcome)].inc();
     }
 
-    pub fn backchannel_logout(&self, accepted: bool) {
-        if accepted {
-            self.backchannel_accepted.inc();
-        } else {
-            self.backchannel_refused.inc();
-        }
+    pub fn backchannel_logout(&self, outcome: BackchannelOutcome) {
+        self.backchannel_logouts[index(&BackchannelOutcome::ALL, &outcome)].inc();
     }
 
+    /// One store operation; `ok: false` counts it among the errors too.
     pub fn store_operation(&self, op: StoreOp, ok: bool) {
-        let i = StoreOp::ALL.iter().position(|o| *o == op).unwrap_or(0);
+        let i = index(&StoreOp::ALL, &op);
         self.store_operations[i].inc();
         if !ok {
             self.store_errors[i].inc();
@@ -532,7 +583,7 @@ impl Metrics {
 
     /// The text exposition (OpenMetrics 1.0, which Prometheus reads).
     pub fn encode(&self) -> String {
-        let mut out = String::with_capacity(16 * 1024);
+        let mut out = String::with_capacity(32 * 1024);
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
@@ -598,6 +649,8 @@ mod tests {
         );
         m.upstream_error(UpstreamError::Timeout);
         m.login_failed(LoginFailure::IdToken);
+        m.backchannel_logout(BackchannelOutcome::Failed);
+        m.store_operation(StoreOp::FirstUse, false);
         let after = m.encode();
         assert_eq!(
             value(
@@ -630,6 +683,49 @@ mod tests {
         assert_eq!(
             value(
                 &after,
+                r#"portcullis_request_duration_seconds_bucket{le="0.025",policy="public"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &after,
+                r#"portcullis_request_duration_seconds_bucket{le="0.05",policy="public"}"#
+            ),
+            2.0
+        );
+        assert_eq!(
+            value(
+                &after,
+                r#"portcullis_request_duration_seconds_bucket{le="+Inf",policy="public"}"#
+            ),
+            2.0
+        );
+        // Beyond the last bound: in +Inf only.
+        m.request(
+            PolicyLabel::Deny,
+            &Method::GET,
+            200,
+            Duration::from_secs(60),
+        );
+        let slow = m.encode();
+        assert_eq!(
+            value(
+                &slow,
+                r#"portcullis_request_duration_seconds_bucket{le="30.0",policy="deny"}"#
+            ),
+            0.0
+        );
+        assert_eq!(
+            value(
+                &slow,
+                r#"portcullis_request_duration_seconds_bucket{le="+Inf",policy="deny"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &after,
                 r#"portcullis_upstream_errors_total{kind="timeout"}"#
             ),
             1.0
@@ -641,6 +737,24 @@ mod tests {
             ),
             1.0
         );
+        assert_eq!(
+            value(
+                &after,
+                r#"portcullis_backchannel_logouts_total{outcome="failed"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(
+                &after,
+                r#"portcullis_store_operations_total{op="first_use"}"#
+            ),
+            1.0
+        );
+        assert_eq!(
+            value(&after, r#"portcullis_store_errors_total{op="first_use"}"#),
+            1.0
+        );
         assert_eq!(value(&after, "portcullis_jwks_fetches_total"), 7.0);
         assert!(after.ends_with("# EOF\n"));
         // The number of series never depends on the traffic.
@@ -649,5 +763,54 @@ mod tests {
         assert_eq!(value(&m.encode(), "portcullis_open_connections"), 1.0);
         drop(guard);
         assert_eq!(value(&m.encode(), "portcullis_open_connections"), 0.0);
+    }
+
+    #[test]
+    fn every_label_value_has_its_own_series() {
+        let m = Metrics::new(Arc::new(|| 0));
+        for (i, policy) in PolicyLabel::ALL.iter().enumerate() {
+            assert_eq!(index(&PolicyLabel::ALL, policy), i);
+            m.request(*policy, &Method::POST, 302, Duration::ZERO);
+        }
+        for kind in UpstreamError::ALL {
+            m.upstream_error(kind);
+        }
+        for reason in LoginFailure::ALL {
+            m.login_failed(reason);
+        }
+        for outcome in RefreshOutcome::ALL {
+            m.refresh(outcome);
+        }
+        for outcome in BackchannelOutcome::ALL {
+            m.backchannel_logout(outcome);
+        }
+        for op in StoreOp::ALL {
+            m.store_operation(op, false);
+        }
+        let text = m.encode();
+        let ones = text
+            .lines()
+            .filter(|l| !l.starts_with('#') && l.ends_with(" 1"))
+            .count();
+        // Each value above moved exactly its own series; a request also its policy's histogram: the
+        // count and, for an observation of zero, every bucket (cumulative), +Inf included.
+        let expected = PolicyLabel::ALL.len() * (1 + 1 + LATENCY_BOUNDS.len() + 1)
+            + UpstreamError::ALL.len()
+            + LoginFailure::ALL.len()
+            + RefreshOutcome::ALL.len()
+            + BackchannelOutcome::ALL.len()
+            + StoreOp::ALL.len() * 2;
+        assert_eq!(ones, expected, "{text}");
+        for policy in ["public", "authenticated", "deny", "internal", "none"] {
+            assert_eq!(
+                value(
+                    &text,
+                    &format!(
+                        r#"portcullis_requests_total{{policy="{policy}",status="3xx",method="POST"}}"#
+                    )
+                ),
+                1.0
+            );
+        }
     }
 }

@@ -837,14 +837,64 @@ fn example_configurations_pass_check_offline() {
     assert!(checked >= 1, "no example configuration passed the check");
 }
 
-/// The README's Asgardeo guide, as written, against the development provider's Asgardeo profile (an
-/// issuer on one host, every endpoint on another, tokens shaped like Asgardeo's): only the two
-/// origins, the client id and the secret's path are replaced, and a browser signs in.
-#[tokio::test]
-async fn readme_asgardeo_configuration_signs_in() {
-    use crate::browser::{wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
-    use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile};
+/// Where the outer Asgardeo test leaves the test CA and the provider's certificate for the inner one.
+const ASGARDEO_DIR_VAR: &str = "ASGARDEO_TEST_DIR";
+/// The tenant the README's `<org>` becomes: the development provider's tenant path.
+const ASGARDEO_ORG: &str = "demo";
+const SIGNED_IN: &str = "asgardeo: the README configuration signed in";
+const REFUSED: &str = "asgardeo: with the issuer changed back, the login was refused";
 
+/// The README's Asgardeo guide, verbatim, against the development provider's Asgardeo profile
+/// issuing exactly the documented token response: `iss` on `https://accounts.asgardeo.io`, every
+/// endpoint on `https://api.asgardeo.io`, both names mapped to loopback. That takes a user, network
+/// and mount namespace (`unshare`), where `/etc/hosts` is ours and port 443 is free to bind; the
+/// test runs [`asgardeo_inside_a_namespace`] there and fails, loudly, when it cannot.
+#[test]
+fn readme_asgardeo_configuration_signs_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = crate::servers::TestCa::new();
+    let (cert, key) = ca.issue_pem(&["accounts.asgardeo.io", "api.asgardeo.io"]);
+    std::fs::write(dir.path().join("ca.pem"), &ca.pem).unwrap();
+    std::fs::write(dir.path().join("provider.pem"), cert).unwrap();
+    std::fs::write(dir.path().join("provider-key.pem"), key).unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n::1 localhost\n127.0.0.1 accounts.asgardeo.io api.asgardeo.io\n",
+    )
+    .unwrap();
+    let this_test_binary = std::env::current_exe().unwrap();
+    let (ok, out) = run(Command::new("unshare")
+        .args(["--user", "--map-root-user", "--net", "--mount", "sh", "-c"])
+        .arg(r#"ip link set lo up && mount --bind "$0" /etc/hosts && exec "$@""#)
+        .arg(&hosts)
+        .arg(&this_test_binary)
+        .args([
+            "deploy::asgardeo_inside_a_namespace",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(ASGARDEO_DIR_VAR, dir.path())
+        // Trust for the provider's TLS, for the gateway and the test's browser alike: the README's
+        // configuration stays as it is.
+        .env("SSL_CERT_FILE", dir.path().join("ca.pem")));
+    println!("{out}");
+    assert!(
+        ok,
+        "the Asgardeo test inside a user, network and mount namespace failed (unshare and ip are \
+         needed: util-linux and iproute2):\n{out}"
+    );
+    assert!(
+        out.contains(SIGNED_IN) && out.contains(REFUSED),
+        "the inner test did not run:\n{out}"
+    );
+}
+
+/// The README's `[oidc]` block for Asgardeo, with only `<org>`, the client id and the secret file
+/// filled in.
+fn readme_asgardeo_block(secret_file: &Path) -> String {
     let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
     let guide = &readme[readme
         .find("#### WSO2 Asgardeo")
@@ -852,68 +902,197 @@ async fn readme_asgardeo_configuration_signs_in() {
     let start = guide.find("```toml\n").expect("its configuration block") + 8;
     let block = &guide[start..start + guide[start..].find("```").unwrap()];
     assert!(block.starts_with("[oidc]\n"), "{block}");
-    let oidc = block.trim_start_matches("[oidc]\n");
-
-    let gw_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let public_url = format!(
-        "http://localhost:{}",
-        gw_listener.local_addr().unwrap().port()
+    let oidc = block
+        .trim_start_matches("[oidc]\n")
+        .replace("<org>", ASGARDEO_ORG)
+        .replace("<client id>", crate::browser::CLIENT_ID)
+        .replace(
+            "/run/secrets/portcullis/client_secret",
+            &secret_file.display().to_string(),
+        );
+    assert!(
+        !oidc.contains('<'),
+        "a placeholder the test does not know:\n{oidc}"
     );
+    oidc
+}
+
+/// Terminate TLS on 127.0.0.1:443 for `names` (the provider's certificate) and relay to `backend`.
+async fn tls_front(dir: &Path, backend: SocketAddr) {
+    use rustls::pki_types::pem::PemObject as _;
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(dir.join("provider.pem"))
+        .unwrap()
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_file(dir.join("provider-key.pem")).unwrap();
+    let config = rustls::ServerConfig::builder()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = TcpListener::bind("127.0.0.1:443")
+        .await
+        .expect("port 443 inside the network namespace");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(stream).await else {
+                    return;
+                };
+                if let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await {
+                    let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+                }
+            });
+        }
+    });
+}
+
+/// The browser's walk from a protected page through the provider's form to the callback; the
+/// callback's response.
+async fn asgardeo_login(b: &crate::browser::Browser, protected: &str) -> reqwest::Response {
+    let authorize = b.redirect_from(protected).await;
+    assert!(
+        authorize.starts_with(&format!(
+            "https://api.asgardeo.io/t/{ASGARDEO_ORG}/oauth2/authorize?"
+        )),
+        "{authorize}"
+    );
+    let callback = b.provider_login(&authorize, "alice").await;
+    b.get(&callback).await
+}
+
+/// Run by [`readme_asgardeo_configuration_signs_in`] inside its namespace, never on its own.
+#[tokio::test]
+#[ignore = "runs inside the namespace readme_asgardeo_configuration_signs_in sets up"]
+async fn asgardeo_inside_a_namespace() {
+    use crate::browser::{wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
+    use crate::support::GatewayProcess;
+    use devidp::{
+        DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, PublicOrigins,
+    };
+
+    let dir = PathBuf::from(
+        std::env::var_os(ASGARDEO_DIR_VAR)
+            .expect("run by readme_asgardeo_configuration_signs_in, inside its namespace"),
+    );
+    let resolved: Vec<SocketAddr> = tokio::net::lookup_host("api.asgardeo.io:443")
+        .await
+        .unwrap()
+        .collect();
+    assert!(
+        resolved.iter().all(|a| a.ip().is_loopback()),
+        "api.asgardeo.io must map to loopback here: {resolved:?}"
+    );
+
+    // In this namespace every port is ours: fixed ones do.
+    let (public_url, changed_url) = ("http://localhost:4180", "http://localhost:4181");
     let provider = DevProvider::start(
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         DevProviderOptions {
             clients: vec![DevClient {
                 client_id: CLIENT_ID.into(),
                 auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
-                redirect_uris: vec![format!("{public_url}/oauth2/callback")],
+                redirect_uris: vec![
+                    format!("{public_url}/oauth2/callback"),
+                    format!("{changed_url}/oauth2/callback"),
+                ],
             }],
             profile: Profile::Asgardeo,
-            issue_refresh_token: false,
+            public_origins: Some(PublicOrigins {
+                issuer: "https://accounts.asgardeo.io".into(),
+                endpoints: "https://api.asgardeo.io".into(),
+            }),
             ..Default::default()
         },
     )
     .await
     .unwrap();
-    // Its tokens' iss: http://127.0.0.1:PORT/t/demo/oauth2/token; its endpoints: http://localhost:PORT/t/demo/...
-    let issuer = provider.issuer();
-    let tenant = issuer.trim_end_matches("/oauth2/token");
-    let endpoints = tenant.replace("127.0.0.1", "localhost");
-    assert_ne!(tenant, endpoints);
-    let dir = tempfile::tempdir().unwrap();
-    let secret = dir.path().join("client_secret");
-    std::fs::write(&secret, AWKWARD_SECRET).unwrap();
-    let oidc = oidc
-        .replace("https://accounts.asgardeo.io/t/<org>", tenant)
-        .replace("https://api.asgardeo.io/t/<org>", &endpoints)
-        .replace("<client id>", CLIENT_ID)
-        .replace(
-            "/run/secrets/portcullis/client_secret",
-            &secret.display().to_string(),
-        );
-    assert!(
-        oidc.lines()
-            .filter(|l| !l.starts_with('#'))
-            .all(|l| !l.contains("asgardeo.io") && !l.contains('<')),
-        "a value left to replace:\n{oidc}"
-    );
+    tls_front(&dir, provider.addr()).await;
+    let issuer = format!("https://accounts.asgardeo.io/t/{ASGARDEO_ORG}/oauth2/token");
+    assert_eq!(provider.issuer(), issuer);
 
+    // What the README tells the reader to check: the issuer in the tenant's discovery document.
+    let discovery: serde_json::Value = Browser::new()
+        .get(&format!(
+            "https://api.asgardeo.io/t/{ASGARDEO_ORG}/oauth2/token/.well-known/openid-configuration"
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(discovery["issuer"], issuer.as_str());
+    assert!(discovery["token_endpoint"]
+        .as_str()
+        .unwrap()
+        .starts_with("https://api.asgardeo.io/"));
+
+    let secret = dir.join("client_secret");
+    std::fs::write(&secret, AWKWARD_SECRET).unwrap();
+    let oidc = readme_asgardeo_block(&secret);
+    let issuer_line = oidc
+        .lines()
+        .find(|l| l.starts_with("issuer = "))
+        .expect("the guide's issuer line")
+        .to_string();
     let app = TestUpstream::start("app").await;
-    let toml = crate::support::login_gateway_toml(&public_url, &app.url(), &oidc, "");
-    let gateway = portcullis::spawn(crate::support::config(&toml), gw_listener).unwrap();
-    wait_ready(&public_url).await;
+    let gateway_toml = |public_url: &str, oidc: &str| {
+        crate::support::login_gateway_toml(public_url, &app.url(), oidc, "").replace(
+            "listen = \"127.0.0.1:0\"",
+            &format!(
+                "listen = \"127.0.0.1:{}\"",
+                &public_url[public_url.len() - 4..]
+            ),
+        )
+    };
+
+    // The README's configuration: the login completes.
+    let gateway = GatewayProcess::start(&gateway_toml(public_url, &oidc)).await;
+    wait_ready(public_url).await;
     let b = Browser::new();
     let protected = format!("{public_url}/reports?q=1");
-    let authorize = b.redirect_from(&protected).await;
-    assert!(
-        authorize.starts_with(&format!("{endpoints}/oauth2/authorize?")),
-        "{authorize}"
+    let r = asgardeo_login(&b, &protected).await;
+    assert_eq!(
+        r.status(),
+        302,
+        "the callback refused the login:\n{}",
+        gateway.logs()
     );
-    let callback = b.provider_login(&authorize, "alice").await;
-    let r = b.get(&callback).await;
-    assert_eq!(r.status(), 302, "the callback refused the login");
     assert_eq!(r.headers()["location"], "/reports?q=1");
     let r = b.get(&protected).await;
     assert_eq!(r.status(), 200);
     assert!(app.last().headers.contains_key("x-forwarded-user"));
-    gateway.shutdown().await;
+    println!("{SIGNED_IN}");
+
+    // The issuer line changed back to the token endpoint's host: every login is refused.
+    let changed = oidc.replace(
+        &issuer_line,
+        &format!("issuer = \"https://api.asgardeo.io/t/{ASGARDEO_ORG}/oauth2/token\""),
+    );
+    assert_ne!(changed, oidc);
+    let wrong = GatewayProcess::start(&gateway_toml(changed_url, &changed)).await;
+    wait_ready(changed_url).await;
+    let b = Browser::new();
+    let protected = format!("{changed_url}/reports");
+    let r = asgardeo_login(&b, &protected).await;
+    assert!(
+        r.status().is_client_error() || r.status().is_server_error(),
+        "the login completed with the wrong issuer: {}",
+        r.status()
+    );
+    assert_eq!(b.get(&protected).await.status(), 302, "a session was made");
+    assert!(
+        crate::support::eventually(Duration::from_secs(10), || wrong.logs().contains(&format!(
+            "id_token rejected: id_token iss \"{issuer}\" is not the configured issuer"
+        )))
+        .await,
+        "the refusal does not name the iss check:\n{}",
+        wrong.logs()
+    );
+    println!("{REFUSED}");
+    drop(gateway);
 }

@@ -275,13 +275,22 @@ impl TestCa {
 
     /// A certificate for `host` in `dir`: (certificate file, key file).
     pub fn issue(&self, dir: &Path, host: &str) -> (PathBuf, PathBuf) {
-        let params = rcgen::CertificateParams::new(vec![host.to_string()]).unwrap();
+        let (cert, key) = self.issue_pem(&[host]);
+        let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server-key.pem"));
+        std::fs::write(&cert_path, cert).unwrap();
+        std::fs::write(&key_path, key).unwrap();
+        (cert_path, key_path)
+    }
+
+    /// A certificate naming `names` (DNS names or IP addresses), signed by this CA: (certificate PEM,
+    /// key PEM).
+    pub fn issue_pem(&self, names: &[&str]) -> (String, String) {
+        let params =
+            rcgen::CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
+                .unwrap();
         let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        let (cert_path, key_path) = (dir.join("server.pem"), dir.join("server-key.pem"));
-        std::fs::write(&cert_path, cert.pem()).unwrap();
-        std::fs::write(&key_path, key.serialize_pem()).unwrap();
-        (cert_path, key_path)
+        (cert.pem(), key.serialize_pem())
     }
 }
 

@@ -263,10 +263,13 @@ pub fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// The real `portcullis` binary running with a configuration file; killed when dropped.
+/// The real `portcullis` binary running with a configuration file; killed when dropped. What it
+/// logs on stderr is passed on to the test's stderr and kept for [`GatewayProcess::logs`].
 pub struct GatewayProcess {
     pub child: Child,
     pub addr: SocketAddr,
+    config: std::path::PathBuf,
+    stderr: Arc<Mutex<String>>,
     _dir: tempfile::TempDir,
 }
 
@@ -288,9 +291,20 @@ impl GatewayProcess {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let (pipe, kept) = (child.stderr.take().unwrap(), stderr.clone());
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                eprintln!("{line}");
+                let mut kept = kept.lock().unwrap();
+                kept.push_str(&line);
+                kept.push('\n');
+            }
+        });
         let stdout = child.stdout.take().unwrap();
         // The first line on stdout names the address; the rest is drained so the pipe never fills.
         let addr = tokio::task::spawn_blocking(move || {
@@ -312,6 +326,8 @@ impl GatewayProcess {
         let mut process = GatewayProcess {
             child,
             addr,
+            config: path,
+            stderr,
             _dir: dir,
         };
         for _ in 0..300 {
@@ -334,6 +350,16 @@ impl GatewayProcess {
         let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
         let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kb * 1024
+    }
+
+    /// The configuration file it was started with (rewrite it, then send `HUP`).
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
+    /// Everything it has logged on stderr so far.
+    pub fn logs(&self) -> String {
+        self.stderr.lock().unwrap().clone()
     }
 
     pub fn signal(&self, sig: &str) {

@@ -356,6 +356,7 @@ fn login(shared: &Shared, headers: &HeaderMap, body: &[u8]) -> Resp {
         expires_at: now + CODE_TTL,
         used: false,
     };
+    shared.note_issued(&code);
     lock(&shared.codes).insert(now, code.clone(), now + CODE_MEMORY, grant);
     redirect_with(
         &redirect_uri,

@@ -20,6 +20,9 @@
 //! is advertised on host `localhost` (`/t/demo/oauth2/{authorize,token,jwks,userinfo}`,
 //! `/t/demo/oidc/logout`), kids ending in `_RS256`, `x5t` in the JWS header and the extra claims
 //! `c_hash`, `amr`, `sid`, `isk`. Discovery is always at issuer + `/.well-known/openid-configuration`.
+//! [`DevProviderOptions::public_origins`] replaces those origins with names a test maps to loopback
+//! (`https://accounts.asgardeo.io` for `iss`, `https://api.asgardeo.io` for the endpoints, exactly as
+//! Asgardeo's documentation shows its token response).
 //!
 //! Access tokens are opaque unless [`DevProviderOptions::access_token_audience`] is set, when they are
 //! RS256 JWTs in the shape of RFC 9068 (`typ: at+jwt`, `iss`, `sub`, `aud`, `client_id`, `scope`,
@@ -98,6 +101,22 @@ pub struct DevProviderOptions {
     /// Extra claims of demo users by username, merged over their built-in claims (so they can also
     /// replace `email` or `email_verified`) wherever those appear.
     pub extra_claims: Vec<(String, serde_json::Map<String, serde_json::Value>)>,
+    /// Origins to advertise instead of the listener's address, for a test that maps host names to
+    /// loopback and puts TLS in front: see [`PublicOrigins`].
+    pub public_origins: Option<PublicOrigins>,
+}
+
+/// What the provider calls itself when it is reached under other names than its address: the
+/// issuer's origin (`iss` and discovery's `issuer`) and the endpoints' origin. The standard profile
+/// serves every endpoint under the issuer's origin; the Asgardeo profile under the endpoints' origin,
+/// like `https://accounts.asgardeo.io` (`iss`) and `https://api.asgardeo.io` (every endpoint). Paths
+/// stay the profile's; the provider serves them whatever host a request names.
+#[derive(Debug, Clone)]
+pub struct PublicOrigins {
+    /// Scheme, host and port of the issuer, e.g. `https://accounts.asgardeo.io`.
+    pub issuer: String,
+    /// Scheme, host and port of the endpoints, e.g. `https://api.asgardeo.io`.
+    pub endpoints: String,
 }
 
 /// What WSO2 Asgardeo keeps out of the id_token of an application without requested user
@@ -197,6 +216,13 @@ impl DevProvider {
     #[cfg(feature = "misbehavior")]
     pub fn set_misbehavior(&self, m: Misbehavior) {
         *state::lock(&self.shared.misbehavior) = m;
+    }
+
+    /// Every authorization code, access token, id_token and refresh token issued so far, in order:
+    /// what a test looks for where it must never appear (logs).
+    #[cfg(feature = "misbehavior")]
+    pub fn issued(&self) -> Vec<String> {
+        state::lock(&self.shared.issued).clone()
     }
 
     /// Replaces the signing key with a new one under a new kid; the old key leaves the JWKS.

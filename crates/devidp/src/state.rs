@@ -15,7 +15,7 @@ use super::store::{Bounded, Clock};
 use super::users::DemoUser;
 #[cfg(feature = "misbehavior")]
 use super::Misbehavior;
-use super::{DevClientAuth, DevProviderOptions, Profile};
+use super::{DevClientAuth, DevProviderOptions, Profile, PublicOrigins};
 
 /// A pending login lives this long between the authorize request and the form post.
 pub(crate) const LOGIN_TTL: u64 = 600;
@@ -55,14 +55,17 @@ pub(crate) struct Urls {
 }
 
 impl Urls {
-    fn new(addr: SocketAddr, profile: Profile) -> Urls {
+    fn new(addr: SocketAddr, profile: Profile, public: Option<&PublicOrigins>) -> Urls {
         // A listener on 0.0.0.0 is still reached through loopback.
         let ip = match addr.ip() {
             IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
             IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
             ip => ip,
         };
-        let origin = format!("http://{}", SocketAddr::new(ip, addr.port()));
+        let origin = match public {
+            Some(p) => p.issuer.trim_end_matches('/').to_owned(),
+            None => format!("http://{}", SocketAddr::new(ip, addr.port())),
+        };
         match profile {
             Profile::Standard => Urls {
                 issuer: origin.clone(),
@@ -84,7 +87,10 @@ impl Urls {
             Profile::Asgardeo => {
                 // Like accounts.asgardeo.io (iss) versus api.asgardeo.io (endpoints): same
                 // server, different host names.
-                let api = format!("http://localhost:{}", addr.port());
+                let api = match public {
+                    Some(p) => p.endpoints.trim_end_matches('/').to_owned(),
+                    None => format!("http://localhost:{}", addr.port()),
+                };
                 Urls {
                     issuer: format!("{origin}/t/demo/oauth2/token"),
                     authorization_endpoint: format!("{api}/t/demo/oauth2/authorize"),
@@ -254,6 +260,9 @@ pub(crate) struct Shared {
     pub(crate) keys: RwLock<KeySet>,
     #[cfg(feature = "misbehavior")]
     pub(crate) misbehavior: Mutex<Misbehavior>,
+    /// Every authorization code and token issued, in order (tests only).
+    #[cfg(feature = "misbehavior")]
+    pub(crate) issued: Mutex<Vec<String>>,
     pub(crate) pending: Mutex<Bounded<PendingLogin>>,
     pub(crate) codes: Mutex<Bounded<CodeGrant>>,
     pub(crate) access_tokens: Mutex<Bounded<TokenGrant>>,
@@ -287,7 +296,7 @@ impl Shared {
         }
         Ok(Shared {
             profile: options.profile,
-            urls: Urls::new(addr, options.profile),
+            urls: Urls::new(addr, options.profile, options.public_origins.as_ref()),
             clients,
             issue_refresh_token: options.issue_refresh_token,
             access_token_audience: options.access_token_audience,
@@ -296,6 +305,8 @@ impl Shared {
             keys: RwLock::new(KeySet::generate(options.profile)?),
             #[cfg(feature = "misbehavior")]
             misbehavior: Mutex::new(Misbehavior::None),
+            #[cfg(feature = "misbehavior")]
+            issued: Mutex::new(Vec::new()),
             pending: Mutex::new(Bounded::new(MAP_CAP)),
             codes: Mutex::new(Bounded::new(MAP_CAP)),
             access_tokens: Mutex::new(Bounded::new(MAP_CAP)),
@@ -327,5 +338,11 @@ impl Shared {
     #[cfg(feature = "misbehavior")]
     pub(crate) fn misbehavior(&self) -> Misbehavior {
         lock(&self.misbehavior).clone()
+    }
+
+    /// Note a code or token handed out (tests only; nothing without the feature).
+    pub(crate) fn note_issued(&self, _value: &str) {
+        #[cfg(feature = "misbehavior")]
+        lock(&self.issued).push(_value.to_owned());
     }
 }

@@ -398,6 +398,8 @@ fn issue(shared: &Shared, issuance: Issuance, now: u64) -> Result<Resp, Refusal>
         None => random_token(32).map_err(|_| server_error())?,
     };
     let id_token = id_token(shared, &issuance, &access_token, now)?;
+    shared.note_issued(&access_token);
+    shared.note_issued(&id_token);
     let access_ttl = shared.access_token_ttl();
     let mut body = json!({
         "access_token": access_token,
@@ -408,6 +410,7 @@ fn issue(shared: &Shared, issuance: Issuance, now: u64) -> Result<Resp, Refusal>
     });
     if shared.issue_refresh_token {
         let refresh_token = random_token(32).map_err(|_| server_error())?;
+        shared.note_issued(&refresh_token);
         lock(&shared.refresh_tokens).insert(
             now,
             refresh_token.clone(),

@@ -26,6 +26,7 @@ use http::{HeaderMap, HeaderValue};
 
 use super::cache::SessionCache;
 use super::{Authenticated, Session, SessionCookies, SessionError, Successor};
+use crate::telemetry::metrics::{Metrics, StoreOp};
 
 pub use self::redis::RedisStore;
 pub use cookie::CookieStore;
@@ -327,10 +328,12 @@ impl Idle {
 }
 
 /// The store as the request path uses it: behind a cache of opened sessions that hears every
-/// revocation.
+/// revocation. Each call that reaches the store is counted in the metrics (`store_operations`,
+/// `store_errors` by operation); a session served from the cache costs none.
 pub struct Sessions<S = Store> {
     store: S,
     cache: Arc<SessionCache<Authenticated>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl<S: SessionStore> Sessions<S> {
@@ -341,7 +344,30 @@ impl<S: SessionStore> Sessions<S> {
     /// A store whose cache is also told of changes elsewhere (a shared store hears them from the
     /// other replicas and passes them to `cache`).
     pub fn with_cache(store: S, cache: Arc<SessionCache<Authenticated>>) -> Sessions<S> {
-        Sessions { store, cache }
+        Sessions {
+            store,
+            cache,
+            metrics: None,
+        }
+    }
+
+    /// The same, counting its operations in `metrics`.
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Sessions<S> {
+        Sessions {
+            metrics: Some(metrics),
+            ..self
+        }
+    }
+
+    /// `result` of operation `op`, counted: a failure is one the store could not carry out (it
+    /// failed, a lock was not had in time, the session could not be encoded); a session that ended
+    /// meanwhile (`Gone`) is an answer, not a failure.
+    fn counted<T>(&self, op: StoreOp, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Some(metrics) = &self.metrics {
+            let ok = matches!(result, Ok(_) | Err(StoreError::Gone));
+            metrics.store_operation(op, ok);
+        }
+        result
     }
 
     /// The session the request presents, with its identity: from the cache when these exact cookie
@@ -364,7 +390,8 @@ impl<S: SessionStore> Sessions<S> {
                 Some(hit) => hit,
                 None => {
                     let epoch = self.cache.epoch();
-                    let Some(loaded) = self.store.load(codec, parts, now).await? else {
+                    let loaded = self.store.load(codec, parts, now).await;
+                    let Some(loaded) = self.counted(StoreOp::Load, loaded)? else {
                         continue;
                     };
                     let valid_until = idle.map_or(loaded.valid_until, |idle| {
@@ -426,9 +453,11 @@ impl<S: SessionStore> Sessions<S> {
         }
         let mut session = auth.session.clone();
         session.seen_at = now;
-        self.store
+        let updated = self
+            .store
             .update(codec, &auth.key, &session, Change::Use, request, now)
-            .await
+            .await;
+        self.counted(StoreOp::Update, updated)
     }
 
     /// Keep a new session (a login); the `Set-Cookie` values for the response.
@@ -439,7 +468,8 @@ impl<S: SessionStore> Sessions<S> {
         request: &HeaderMap,
         now: u64,
     ) -> Result<Vec<HeaderValue>, StoreError> {
-        self.store.save(codec, session, request, now).await
+        let saved = self.store.save(codec, session, request, now).await;
+        self.counted(StoreOp::Save, saved)
     }
 
     /// The session stored under `key` now (see [`SessionStore::reload`]).
@@ -449,7 +479,8 @@ impl<S: SessionStore> Sessions<S> {
         key: &SessionKey,
         now: u64,
     ) -> Result<Option<Loaded>, StoreError> {
-        self.store.reload(codec, key, now).await
+        let loaded = self.store.reload(codec, key, now).await;
+        self.counted(StoreOp::Reload, loaded)
     }
 
     /// Replace `old` with `new` (refreshed, opened under `old`'s key): stored, and `old` answered
@@ -464,10 +495,11 @@ impl<S: SessionStore> Sessions<S> {
         request: &HeaderMap,
         now: u64,
     ) -> Result<Arc<Successor>, StoreError> {
-        let set_cookies = self
+        let updated = self
             .store
             .update(codec, &old.key, &new.session, Change::Refresh, request, now)
-            .await?;
+            .await;
+        let set_cookies = self.counted(StoreOp::Update, updated)?;
         let successor = Arc::new(Successor {
             auth: Arc::new(new),
             set_cookies,
@@ -479,9 +511,8 @@ impl<S: SessionStore> Sessions<S> {
     /// End the session under `key` (its refresh was refused) in the store and in the cache.
     pub async fn end(&self, old: &Authenticated, now: u64) -> Result<(), StoreError> {
         self.cache.invalidate(|_, auth| auth.key == old.key);
-        self.store
-            .end(&old.key, old.session.expires_at, now)
-            .await?;
+        let ended = self.store.end(&old.key, old.session.expires_at, now).await;
+        self.counted(StoreOp::End, ended)?;
         self.cache.invalidate(|_, auth| auth.key == old.key);
         Ok(())
     }
@@ -494,7 +525,8 @@ impl<S: SessionStore> Sessions<S> {
         request: &HeaderMap,
         now: u64,
     ) -> Result<Vec<HeaderValue>, StoreError> {
-        let cleared = self.store.delete(codec, request, now).await?;
+        let cleared = self.store.delete(codec, request, now).await;
+        let cleared = self.counted(StoreOp::Delete, cleared)?;
         let candidates = codec.candidates(request);
         let presented: Vec<Vec<u8>> = candidates.iter().map(|parts| parts.concat()).collect();
         self.cache
@@ -518,7 +550,8 @@ impl<S: SessionStore> Sessions<S> {
                     .is_some_and(|s| revocation.covers(&s.auth.session, now))
         };
         self.cache.invalidate(|_, auth| covered(auth));
-        self.store.revoke(codec, revocation, now).await?;
+        let revoked = self.store.revoke(codec, revocation, now).await;
+        self.counted(StoreOp::Revoke, revoked)?;
         self.cache.invalidate(|_, auth| covered(auth));
         Ok(())
     }
@@ -531,7 +564,8 @@ impl<S: SessionStore> Sessions<S> {
         until: u64,
         now: u64,
     ) -> Result<bool, StoreError> {
-        self.store.first_use(codec, value, until, now).await
+        let first = self.store.first_use(codec, value, until, now).await;
+        self.counted(StoreOp::FirstUse, first)
     }
 
     /// See [`SessionStore::lock_refresh`].
@@ -540,7 +574,8 @@ impl<S: SessionStore> Sessions<S> {
         key: &SessionKey,
         wait: Duration,
     ) -> Result<RefreshLock, StoreError> {
-        self.store.lock_refresh(key, wait).await
+        let lock = self.store.lock_refresh(key, wait).await;
+        self.counted(StoreOp::Lock, lock)
     }
 }
 

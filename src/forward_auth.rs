@@ -16,14 +16,25 @@
 //!   `-Preferred-Username` (oauth2-proxy's names), the signed assertion, and any re-issued session
 //!   cookie. Refusals (401, 403, the login redirect) are the phases' own answers.
 //!
+//! A re-issued session (refresh, `idle_timeout`) may take several cookies (chunks, and deletions of
+//! chunks no longer used). Traefik and Envoy pass every `Set-Cookie` of the answer on; nginx's
+//! `auth_request_set` sees only one (`$upstream_http_set_cookie`: the first, or from nginx 1.23 all of
+//! them joined with `, `, which no browser splits). So each `Set-Cookie` of a `2xx` answer is also
+//! sent alone under a numbered name, `X-Portcullis-Set-Cookie-0`, `-1`, ..., which nginx copies one by
+//! one (`deploy/nginx/nginx.conf`). Those names carry a session: a proxy must never pass them to the
+//! application.
+//!
 //! Every refusal of what the proxy sent is a 403 (logged with the reason): nginx's `auth_request`
 //! turns any answer but 2xx, 401 and 403 into a 500 for the client.
 //!
 //! Envoy's ext_authz appends the original path to its `path_prefix`, so its checks arrive as
-//! `/oauth2/auth/<original path>?<original query>`: that shape is answered `200` when allowed (Envoy
-//! lets only a 200 through), always sends browsers without a session to log in (Envoy passes a
-//! denial's status, `Location` and allowed headers to the client), and never reads options from the
-//! query, which is the original request's.
+//! `/oauth2/auth/<original path>?<original query>`: that shape is answered `200` when allowed (Envoy's
+//! HTTP client lets only a 200 through; any other status, 202 included, is a denial it passes to the
+//! client), always sends browsers without a session to log in (Envoy passes a denial's status,
+//! `Location` and allowed headers to the client), and never reads options from the query, which is
+//! the original request's. `/oauth2/auth` itself always answers `202`. The original request must be
+//! described (`X-Forwarded-Uri`, set by the proxy): an Envoy-shaped check that describes nothing is
+//! refused rather than judged as itself.
 
 use std::borrow::Cow;
 
@@ -133,6 +144,12 @@ impl<'r> Check<'r> {
             (Some(u), _) | (None, Some(u)) => Some(u),
             (None, None) => None,
         };
+        if uri.is_none() && envoy {
+            return Err(refuse(
+                "a check of the form /oauth2/auth/<path> without X-Forwarded-Uri or X-Original-URI"
+                    .into(),
+            ));
+        }
         if uri.is_none() && (forwarded_method.is_some() || forwarded_host.is_some()) {
             return Err(refuse(
                 "X-Forwarded-Method or -Host without X-Forwarded-Uri or X-Original-URI".into(),
@@ -233,10 +250,33 @@ pub fn answer(cx: Ctx<'_>, check: &Check<'_>, target: Target, caller: Caller) ->
             }
         }
     }
-    for cookie in caller.set_cookies {
+    for (i, cookie) in caller.set_cookies.into_iter().enumerate() {
+        if let Some(name) = numbered_set_cookie(i) {
+            headers.insert(name, cookie.clone());
+        }
         headers.append(header::SET_COOKIE, cookie);
     }
     response
+}
+
+/// How many `Set-Cookie` values of an answer are also sent under numbered names (see the module
+/// header): a session of the largest size, its deletions, and to spare.
+pub const NUMBERED_SET_COOKIES: usize = 2 * crate::session::MAX_CHUNKS + 2;
+
+/// `X-Portcullis-Set-Cookie-<i>`, for the first [`NUMBERED_SET_COOKIES`] values.
+fn numbered_set_cookie(i: usize) -> Option<HeaderName> {
+    static NAMES: std::sync::OnceLock<Vec<HeaderName>> = std::sync::OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            (0..NUMBERED_SET_COOKIES)
+                .map(|i| {
+                    HeaderName::try_from(format!("x-portcullis-set-cookie-{i}"))
+                        .expect("a valid header name")
+                })
+                .collect()
+        })
+        .get(i)
+        .cloned()
 }
 
 /// `X-Auth-Request-*` for this identity, made once per identity and configuration.

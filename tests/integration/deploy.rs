@@ -37,7 +37,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn deploy() -> PathBuf {
+pub(crate) fn deploy() -> PathBuf {
     repo().join("deploy")
 }
 
@@ -61,7 +61,7 @@ fn on_path(tool: &str) -> Option<PathBuf> {
 }
 
 /// A tool scripts/test.sh installs from Debian's packages: its absence fails the test.
-fn required(tool: &str, package: &str) -> PathBuf {
+pub(crate) fn required(tool: &str, package: &str) -> PathBuf {
     on_path(tool).unwrap_or_else(|| {
         panic!("{tool} is missing: run scripts/test.sh (it installs Debian's {package} package)")
     })
@@ -370,7 +370,12 @@ fn nginx_substitutions(dir: &Path, https: u16, http: u16) -> Vec<(String, String
 
 /// The example with its ports and paths replaced (and any `extra` replacements), written to `dir`;
 /// the HTTPS server listens on `https`.
-fn nginx_config(example: &Path, dir: &Path, https: u16, extra: &[(String, String)]) -> PathBuf {
+pub(crate) fn nginx_config(
+    example: &Path,
+    dir: &Path,
+    https: u16,
+    extra: &[(String, String)],
+) -> PathBuf {
     let mut text = std::fs::read_to_string(example).unwrap();
     // The plain-HTTP listener is never used by the tests; a port nothing binds keeps `nginx -t` happy.
     let subs = nginx_substitutions(dir, https, UNUSED_PORT);
@@ -393,7 +398,7 @@ const UNUSED_PORT: u16 = 65_500;
 /// Start nginx on a free port of its own: nginx cannot be handed a listener or bind port 0 and say
 /// which port it got, so a port is chosen, and when nginx finds it taken meanwhile (another test
 /// bound it), nginx exits and the next port is tried. `config_for(port)` writes the configuration.
-async fn start_nginx(
+pub(crate) async fn start_nginx(
     nginx: &Path,
     dir: &Path,
     config_for: impl Fn(u16) -> PathBuf,
@@ -544,7 +549,7 @@ async fn stand_in_gateway() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
     (addr, asked)
 }
 
-struct Nginx(Child);
+pub(crate) struct Nginx(Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {

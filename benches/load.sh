@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Load benchmark: portcullis checking a session on every request (cookie store, and Redis store with a
-# redis-server started here), side by side with nginx proxying with no authentication at all, and with
-# the upstream alone.
+# redis-server started here), side by side with nginx proxying with no authentication at all, with
+# nginx asking portcullis at /oauth2/auth before each request (auth_request, the forward-auth layout of
+# deploy/nginx), and with the upstream alone.
 #
 #   benches/load.sh                    # 3 alternating rounds, wrk -t1 -c50 and -c1, 10 s each
 #   ROUNDS=5 DURATION=20s benches/load.sh
@@ -100,7 +101,7 @@ peak_rss_kb() {
 }
 
 UP_PORT=$(free_port); NGX_PORT=$(free_port); GW_PORT=$(free_port); PROV_PORT=$(free_port)
-GWR_PORT=$(free_port); REDIS_PORT=$(free_port)
+GWR_PORT=$(free_port); REDIS_PORT=$(free_port); FA_PORT=$(free_port)
 BODY="portcullis load benchmark: a small response from the upstream, about one hundred bytes long!!"
 
 nginx_conf() { # name, server block
@@ -145,6 +146,39 @@ nginx_conf proxy "
       proxy_set_header X-Forwarded-Proto \$scheme;
     }
   }"
+# nginx in front, asking the gateway (the cookie-store one) before each request: deploy/nginx's
+# auth_request layout, without TLS and with one identity header copied per mapped claim.
+nginx_conf fauth "
+  upstream app { server 127.0.0.1:$UP_PORT; keepalive 64; }
+  upstream portcullis { server 127.0.0.1:$GW_PORT; keepalive 64; }
+  server {
+    listen 127.0.0.1:$FA_PORT;
+    proxy_http_version 1.1;
+    proxy_set_header Connection '';
+    location = /oauth2/auth {
+      internal;
+      proxy_pass http://portcullis;
+      proxy_method GET;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length '';
+      proxy_set_header Host \$http_host;
+      proxy_set_header X-Original-URI \$request_uri;
+    }
+    location / {
+      auth_request /oauth2/auth;
+      auth_request_set \$auth_user \$upstream_http_x_forwarded_user;
+      auth_request_set \$auth_email \$upstream_http_x_forwarded_email;
+      auth_request_set \$auth_username \$upstream_http_x_forwarded_preferred_username;
+      auth_request_set \$auth_groups \$upstream_http_x_forwarded_groups;
+      proxy_pass http://app;
+      proxy_set_header Host \$host;
+      proxy_set_header X-Forwarded-For \$remote_addr;
+      proxy_set_header X-Forwarded-User \$auth_user;
+      proxy_set_header X-Forwarded-Email \$auth_email;
+      proxy_set_header X-Forwarded-Preferred-Username \$auth_username;
+      proxy_set_header X-Forwarded-Groups \$auth_groups;
+    }
+  }"
 
 CLIENT_ID=portcullis-load
 CLIENT_SECRET=load-benchmark-secret
@@ -153,6 +187,8 @@ cat >"$WORK/gateway.toml" <<EOF
 [server]
 listen = "127.0.0.1:$GW_PORT"
 public_url = "http://127.0.0.1:$GW_PORT"
+# nginx (fauth) asks from here: its X-Original-URI is believed.
+trusted_proxies = ["127.0.0.1/32"]
 [upstream]
 url = "http://127.0.0.1:$UP_PORT"
 [oidc]
@@ -189,6 +225,8 @@ taskset -c "$SERVER_CPU" "$NGINX" -e "$WORK/upstream-error.log" -p "$WORK" -c "$
 UP_PID=$!; PIDS+=("$UP_PID")
 taskset -c "$SERVER_CPU" "$NGINX" -e "$WORK/proxy-error.log" -p "$WORK" -c "$WORK/proxy.conf" 2>>"$WORK/nginx.log" &
 NGX_PID=$!; PIDS+=("$NGX_PID")
+taskset -c "$SERVER_CPU" "$NGINX" -e "$WORK/fauth-error.log" -p "$WORK" -c "$WORK/fauth.conf" 2>>"$WORK/nginx.log" &
+FA_PID=$!; PIDS+=("$FA_PID")
 # The provider reads its stdin until it closes: a FIFO held open by this script.
 mkfifo "$WORK/provider.in"
 taskset -c "$CLIENT_CPU" "$HELPER" provider "$PROV_PORT" \
@@ -234,6 +272,14 @@ status=$(curl -s -o "$WORK/canary-redis.body" -w '%{http_code}' -H "Cookie: $COO
 [ "$(redis-cli -p "$REDIS_PORT" --scan --pattern 'portcullis:s:*' | wc -l)" -ge 1 ] ||
   die "the Redis store holds no session"
 log "verified: the Redis-store session -> 200 with identity; the session is in Redis"
+status=$(curl -s -o "$WORK/canary-fauth.body" -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$FA_PORT/canary")
+[ "$status" = 200 ] && [ "$(cat "$WORK/canary-fauth.body")" = "$IDENTITY" ] ||
+  die "nginx + auth_request: the session does not authenticate (HTTP $status: $(cat "$WORK/canary-fauth.body"))"
+hits_before=$(wc -l <"$WORK/canary.log")
+s_none=$(curl -s -o /dev/null -w '%{http_code}' -H 'X-Forwarded-User: forged' "http://127.0.0.1:$FA_PORT/canary")
+[ "$s_none" = 401 ] && [ "$(wc -l <"$WORK/canary.log")" = "$hits_before" ] ||
+  die "nginx + auth_request: a request without a session got $s_none or reached the upstream"
+log "verified: nginx + auth_request -> 200 with '$IDENTITY'; no cookie -> 401, upstream not reached"
 
 # --- throughput rounds ------------------------------------------------------------------------------
 declare -A TARGET_URL=(
@@ -241,10 +287,14 @@ declare -A TARGET_URL=(
   [nginx]="http://127.0.0.1:$NGX_PORT/"
   [portcullis]="http://127.0.0.1:$GW_PORT/"
   [redis]="http://127.0.0.1:$GWR_PORT/"
+  [fauth]="http://127.0.0.1:$FA_PORT/"
 )
-declare -A TARGET_PID=([direct]="" [nginx]="$NGX_PID" [portcullis]="$GW_PID" [redis]="$GWR_PID")
-declare -A TARGET_COOKIE=([direct]="$COOKIE" [nginx]="$COOKIE" [portcullis]="$COOKIE" [redis]="$COOKIE_REDIS")
-VARIANTS=(direct nginx portcullis redis)
+# Whose CPU a variant costs: forward-auth is nginx and the gateway together.
+declare -A TARGET_PID=([direct]="" [nginx]="$NGX_PID" [portcullis]="$GW_PID" [redis]="$GWR_PID"
+  [fauth]="$FA_PID $GW_PID")
+declare -A TARGET_COOKIE=([direct]="$COOKIE" [nginx]="$COOKIE" [portcullis]="$COOKIE" [redis]="$COOKIE_REDIS"
+  [fauth]="$COOKIE")
+VARIANTS=(direct nginx portcullis redis fauth)
 # Redis commands processed, for the calls per proxied request.
 redis_calls() { redis-cli -p "$REDIS_PORT" info stats | awk -F: '/^total_commands_processed/ {print $2 + 0}'; }
 REDIS_CALLS=0; REDIS_REQUESTS=0
@@ -259,7 +309,7 @@ to_us() { # wrk latency such as 812.00us, 1.23ms, 1.01s -> microseconds
 
 run_wrk() { # variant connections
   local v=$1 c=$2 pids before after out requests
-  pids=""; [ -n "${TARGET_PID[$v]}" ] && pids=$(proc_tree "${TARGET_PID[$v]}")
+  pids=""; for pid in ${TARGET_PID[$v]}; do pids="$pids $(proc_tree "$pid")"; done
   local calls_before; calls_before=$(redis_calls)
   before=$(cpu_ticks $pids)
   out=$(taskset -c "$CLIENT_CPU" wrk -t1 -c"$c" -d"$DURATION" --latency -H "Cookie: ${TARGET_COOKIE[$v]}" \
@@ -296,6 +346,7 @@ done
 RSS_NGINX=$(peak_rss_kb $(proc_tree "$NGX_PID"))
 RSS_GW=$(peak_rss_kb "$GW_PID")
 RSS_GWR=$(peak_rss_kb "$GWR_PID")
+RSS_FA=$(peak_rss_kb $(proc_tree "$FA_PID") "$GW_PID")
 
 # --- logins -----------------------------------------------------------------------------------------
 log "$LOGINS logins, $LOGIN_CONCURRENCY at a time"
@@ -322,6 +373,7 @@ for c in 50 1; do
       nginx) name="(b) nginx proxy, no auth"; rss=$(kb_to_mib "$RSS_NGINX") ;;
       portcullis) name="(c) portcullis, session"; rss=$(kb_to_mib "$RSS_GW") ;;
       redis) name="(d) portcullis, session in Redis"; rss=$(kb_to_mib "$RSS_GWR") ;;
+      fauth) name="(e) nginx + auth_request + portcullis"; rss=$(kb_to_mib "$RSS_FA") ;;
     esac
     cpu="-"; [ -n "${CPU[$v,$c]:-}" ] && cpu=$(median "${CPU[$v,$c]}")
     echo "| $name | $c | $(median "${RPS[$v,$c]}") | $(median "${P50[$v,$c]}") | $(median "${P99[$v,$c]}") | $cpu | $rss |"
@@ -345,6 +397,15 @@ for c in 50 1; do
 | $(ratio "$(median "${RPS[redis,$c]}")" "$(median "${RPS[portcullis,$c]}")") \
 | $(ratio "$(median "${P99[redis,$c]}")" "$(median "${P99[portcullis,$c]}")") \
 | $(ratio "$(median "${CPU[redis,$c]}")" "$(median "${CPU[portcullis,$c]}")") |"
+done
+echo
+echo "| (e) forward-auth / (b) | conns | req/s | p50 | p99 | CPU per request (nginx and gateway) |"
+echo "|---|---:|---:|---:|---:|---:|"
+for c in 50 1; do
+  echo "| ratio | $c | $(ratio "$(median "${RPS[fauth,$c]}")" "$(median "${RPS[nginx,$c]}")") \
+| $(ratio "$(median "${P50[fauth,$c]}")" "$(median "${P50[nginx,$c]}")") \
+| $(ratio "$(median "${P99[fauth,$c]}")" "$(median "${P99[nginx,$c]}")") \
+| $(ratio "$(median "${CPU[fauth,$c]}")" "$(median "${CPU[nginx,$c]}")") |"
 done
 echo
 echo "Redis commands per proxied request (d), all rounds: $(awk -v a="$REDIS_CALLS" -v b="$REDIS_REQUESTS" 'BEGIN {if (b == 0) print "-"; else printf "%.5f (%d commands, %d requests)", a / b, a, b}')"

@@ -77,8 +77,9 @@ struct Tools {
     grafana: TestUpstream,
     wiki: TestUpstream,
     app: TestUpstream,
-    _gateway: portcullis::RunningGateway,
+    gateway: portcullis::RunningGateway,
     port: u16,
+    toml: String,
 }
 
 impl Tools {
@@ -142,8 +143,9 @@ upstream = "{}"
         grafana,
         wiki,
         app,
-        _gateway: gateway,
+        gateway,
         port,
+        toml,
     }
 }
 
@@ -636,4 +638,39 @@ async fn nginx_in_front_of_the_gateway_logs_in_and_passes_only_its_identity() {
     assert_eq!(r.status(), 200);
     assert_eq!(app.last().headers["x-forwarded-email"], "carol@new.example");
     assert_eq!(provider.refresh_requests(), 1);
+}
+
+/// Host routes and `cookie_domain` belong to the configuration snapshot: a reload applies them; one
+/// whose cookie domain would not hold the running public_url (kept until a restart) is refused.
+#[tokio::test]
+async fn a_reload_applies_host_routes_and_keeps_the_cookie_domain_consistent() {
+    let t = tools().await;
+    let alice = t.browser();
+    alice.login(&t.url("wiki", "/page"), "alice").await;
+    assert_eq!(alice.get(&t.url("wiki", "/page")).await.status(), 200);
+    let deny_wiki_page = t.toml.replace(
+        "[[routes]]\nhost = \"GRAFANA.corp.test\"",
+        "[[routes]]\nhost = \"*.corp.test\"\npath = \"^/page\"\npolicy = \"deny\"\n\
+         [[routes]]\nhost = \"GRAFANA.corp.test\"",
+    );
+    assert_ne!(deny_wiki_page, t.toml);
+    t.gateway.runtime().reload(config(&deny_wiki_page)).unwrap();
+    assert_eq!(alice.get(&t.url("wiki", "/page")).await.status(), 403);
+    assert_eq!(alice.get(&t.url("grafana", "/page")).await.status(), 403);
+    assert_eq!(alice.get(&t.url("wiki", "/other")).await.status(), 200);
+
+    // A configuration valid on its own (its public_url lies in its cookie domain), but public_url
+    // needs a restart: the running one would lie outside the new domain.
+    let moved = t
+        .toml
+        .replace("login.corp.test", "login.other.test")
+        .replace(
+            "cookie_domain = \"corp.test\"",
+            "cookie_domain = \"other.test\"",
+        );
+    let e = t.gateway.runtime().reload(config(&moved)).unwrap_err();
+    assert!(e.contains("session.cookie_domain"), "{e}");
+    // The running configuration stays.
+    assert_eq!(alice.get(&t.url("wiki", "/page")).await.status(), 403);
+    assert_eq!(alice.get(&t.url("wiki", "/other")).await.status(), 200);
 }

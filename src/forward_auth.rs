@@ -285,3 +285,46 @@ fn auth_request_headers<'a>(snap: &Snapshot, auth: &'a Authenticated) -> &'a Ide
         crate::identity::identity_headers(claims, &snap.auth_request_mapping)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auth_request_names_follow_the_groups_claim_and_yield_to_headers() {
+        let mapping = auth_request_mapping(&[], "realm_access.roles");
+        let named: Vec<(&str, &str)> = mapping
+            .iter()
+            .map(|(h, c)| (h.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            named,
+            [
+                ("x-auth-request-user", "sub"),
+                ("x-auth-request-email", "email"),
+                ("x-auth-request-groups", "realm_access.roles"),
+                ("x-auth-request-preferred-username", "preferred_username"),
+            ]
+        );
+        // A name [headers] maps already is answered once, with the configured claim.
+        let configured = [(AUTH_REQUEST_EMAIL, "upn".to_string())];
+        let mapping = auth_request_mapping(&configured, "groups");
+        assert_eq!(mapping.len(), 3);
+        assert!(mapping.iter().all(|(h, _)| h != AUTH_REQUEST_EMAIL));
+    }
+
+    #[test]
+    fn set_cookie_copies_are_numbered_up_to_their_limit() {
+        assert_eq!(
+            numbered_set_cookie(0).unwrap().as_str(),
+            "x-portcullis-set-cookie-0"
+        );
+        assert_eq!(
+            numbered_set_cookie(NUMBERED_SET_COOKIES - 1)
+                .unwrap()
+                .as_str(),
+            format!("x-portcullis-set-cookie-{}", NUMBERED_SET_COOKIES - 1)
+        );
+        assert!(numbered_set_cookie(NUMBERED_SET_COOKIES).is_none());
+    }
+}

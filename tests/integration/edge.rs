@@ -279,7 +279,8 @@ async fn forward_auth_gateway(trusted: &str) -> (DevProvider, portcullis::Runnin
         DevProviderOptions::default(),
     )
     .await;
-    let extra = "[[routes]]\npath = \"^/admin(/|$)\"\npolicy = \"deny\"\n\
+    let extra = "[[routes]]\nhost = \"grafana.example\"\nallowed_groups = [\"admins\"]\n\
+         [[routes]]\npath = \"^/admin(/|$)\"\npolicy = \"deny\"\n\
          [[routes]]\npath = \"^/public/\"\npolicy = \"public\"\n\
          [[routes]]\npath = \"^/ops/\"\nallowed_groups = [\"admins\"]\n";
     let toml = login_gateway_toml(&base, "http://127.0.0.1:9", &oidc_lines(&provider), extra)
@@ -379,6 +380,20 @@ async fn forward_auth_judges_the_forwarded_request_by_routes_and_policy() {
             );
         }
     }
+    // X-Forwarded-Host steers routes that name a host: grafana is for admins only.
+    let grafana = [
+        ("x-forwarded-host", "Grafana.example:8443"),
+        ("x-forwarded-uri", "/private"),
+    ];
+    assert_eq!(check(&bob, &base, "/oauth2/auth", &grafana).await.0, 403);
+    let alice = Browser::new();
+    alice.login(&format!("{base}/private"), "alice").await;
+    assert_eq!(check(&alice, &base, "/oauth2/auth", &grafana).await.0, 202);
+    let escaped = [
+        ("x-forwarded-host", "%67rafana.example"),
+        ("x-forwarded-uri", "/private"),
+    ];
+    assert_eq!(check(&bob, &base, "/oauth2/auth", &escaped).await.0, 403);
     // Contradictory or repeated descriptions are refused.
     let (status, _) = check(
         &bob,

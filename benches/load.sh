@@ -698,7 +698,7 @@ echo
 [ -n "$APACHE_ON" ] || echo "Apache rows skipped: $APACHE_SKIPPED."
 [ -n "$FORWARD_AUTH" ] && [ -n "$APACHE_ON" ] || echo
 
-# Issue 16's targets, from the medians above.
+# The performance targets, from the medians above.
 check() { # figure, value, comparison (ge|le), target
   local met
   met=$(awk -v v="$2" -v t="$4" -v op="$3" 'BEGIN {

@@ -3,7 +3,12 @@
 //! Run: `cargo bench --bench micro` (add a name filter, e.g. `-- session`, for one group).
 //! Targets: session decode < 2 us (typical session), header rewrite < 1 us, RS256 id_token validation
 //! < 50 us, access policy < 1 us, RS256 bearer JWT validation < 50 us, an assertion from its cache
-//! < 1 us, the record phase's metrics < 0.1 us. The load benchmark is `benches/load.sh`.
+//! < 1 us, the record phase's metrics < 0.1 us, a forward-auth check of a signed-in user < 5 us.
+//! The load benchmark is `benches/load.sh`.
+
+// `phases::check` is generic over the body, so this crate lays out the request's future: deeper than
+// the compiler's default allows (the library raises its limit the same way).
+#![recursion_limit = "256"]
 
 use std::hint::black_box;
 use std::net::SocketAddr;
@@ -244,6 +249,7 @@ fn route_matching(c: &mut Criterion) {
                 ),
             };
             RouteConfig {
+                host: None,
                 path: regex::Regex::new(&path).expect("pattern"),
                 methods,
                 policy,
@@ -263,11 +269,147 @@ fn route_matching(c: &mut Criterion) {
         group.bench_function(label, |b| {
             b.iter(|| {
                 let path = canonicalize(black_box(raw)).expect("a valid path");
-                let target: Target = router.route(&Method::GET, &path);
+                let target: Target = router.route(&Method::GET, None, &path);
                 target
             })
         });
     }
+    // The same rules, each on a host of its own (half of them wildcards), asked from the last
+    // one's host: the host is compared without allocating, only for rules whose path matched.
+    let on_hosts: Vec<RouteConfig> = routes
+        .into_iter()
+        .enumerate()
+        .map(|(i, r)| RouteConfig {
+            host: Some(
+                portcullis::config::HostPattern::parse(&if i % 2 == 0 {
+                    format!("tool{i}.corp.example")
+                } else {
+                    format!("*.team{i}.corp.example")
+                })
+                .expect("a host"),
+            ),
+            path: regex::Regex::new("^/").expect("pattern"),
+            ..r
+        })
+        .collect();
+    let set = regex::RegexSet::new(on_hosts.iter().map(|r| r.path.as_str())).expect("patterns");
+    let router = Router::new("/oauth2", &on_hosts, &set, |_| 0);
+    let host = HeaderValue::from_static("grafana.team49.corp.example:443");
+    group.bench_function("hosts_match_late", |b| {
+        b.iter(|| {
+            let path = canonicalize(black_box("/d/abc/overview")).expect("a valid path");
+            let name = portcullis::router::host::name(black_box(&host).as_bytes());
+            let target: Target = router.route(&Method::GET, name, &path);
+            assert!(matches!(
+                target,
+                Target::Proxy {
+                    route: Some(49),
+                    ..
+                }
+            ));
+            target
+        })
+    });
+    group.finish();
+}
+
+/// A forward-auth check (`GET /oauth2/auth` as nginx's `auth_request` sends it) of a signed-in
+/// user through every phase of the gateway: reading and canonicalising the original request, the
+/// routes, the session (from its cache, as for every request after a session's first), the access
+/// policy, and the 202 with the identity headers and `X-Auth-Request-*`. Target: < 5 us. The
+/// request is built, and the answer dropped, outside the measurement.
+fn forward_auth(c: &mut Criterion) {
+    let toml = format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+public_url = "https://app.example.com"
+trusted_proxies = ["127.0.0.1/32"]
+[upstream]
+url = "http://127.0.0.1:8080"
+[oidc]
+issuer = "http://127.0.0.1:9"
+client_id = "portcullis"
+client_secret = "secret"
+[session]
+secret = "{}"
+[access]
+allowed_email_domains = ["example.com"]
+require_email_verified = false
+[[routes]]
+path = "^/static/"
+policy = "public"
+[[routes]]
+path = "^/admin(/|$)"
+allowed_groups = ["admins"]
+[[routes]]
+host = "grafana.example.com"
+upstream = "http://127.0.0.1:3000"
+"#,
+        "k".repeat(32)
+    );
+    let config = portcullis::config::Config::from_toml_str(&toml, &Default::default())
+        .expect("a valid configuration");
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime");
+    let _guard = tokio.enter();
+    let rt = portcullis::runtime::Runtime::new(config).expect("the runtime");
+    let now = portcullis::login::unix_now();
+    let mut user = session(640, 0);
+    user.created_at = now;
+    user.seen_at = now;
+    user.expires_at = now + 12 * 3600;
+    user.access_expires_at = None;
+    let set = rt
+        .snapshot()
+        .cookies
+        .write(&user, &HeaderMap::new(), now)
+        .expect("the session fits");
+    let cookie = set
+        .iter()
+        .map(|v| {
+            v.to_str()
+                .expect("ASCII")
+                .split(';')
+                .next()
+                .expect("a pair")
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let conn = ConnInfo::new(SocketAddr::from(([127, 0, 0, 1], 40000)), false);
+    let check = || {
+        http::Request::builder()
+            .uri("/oauth2/auth")
+            .header(header::HOST, "app.example.com")
+            .header(header::ACCEPT, "text/html,application/xhtml+xml,*/*;q=0.8")
+            .header(header::COOKIE, format!("_ga=GA1.2.3; {cookie}"))
+            .header("x-original-uri", "/reports/2026/q3?year=2026&view=full")
+            .header("x-forwarded-method", "GET")
+            .header("x-forwarded-uri", "/reports/2026/q3?year=2026&view=full")
+            .header("x-forwarded-host", "app.example.com")
+            .header("x-forwarded-proto", "https")
+            .header("x-forwarded-for", "203.0.113.7")
+            .body(())
+            .expect("a request")
+    };
+    let run = |req| {
+        portcullis::phases::check(&rt, &conn, req)
+            .now_or_never()
+            .expect("the cookie store answers at once")
+    };
+    let first = run(check());
+    assert_eq!(first.status(), 202);
+    assert_eq!(
+        first.headers()["x-auth-request-email"],
+        "jane.doe@example.com"
+    );
+    assert_eq!(first.headers()["x-forwarded-user"], "248289761001");
+    let mut group = c.benchmark_group("forward_auth");
+    group.bench_function("session_cached_202", |b| {
+        b.iter_batched(check, run, BatchSize::SmallInput)
+    });
     group.finish();
 }
 
@@ -598,6 +740,7 @@ criterion_group!(
     access_policy,
     bearer_validation,
     assertion_header,
-    telemetry
+    telemetry,
+    forward_auth
 );
 criterion_main!(benches);

@@ -86,23 +86,55 @@ pub fn host(data: &[u8]) {
     }
 }
 
-fn origin() -> &'static Url {
-    static ORIGIN: OnceLock<Url> = OnceLock::new();
-    ORIGIN.get_or_init(|| Url::parse("https://gw.example:8443/app/page").expect("a valid URL"))
+/// Return target rules with every kind of host of ours: public_url's, a route's exact host, a
+/// route's wildcard, the cookie domain.
+fn return_rules() -> &'static crate::login::ReturnTargets {
+    static RULES: OnceLock<crate::login::ReturnTargets> = OnceLock::new();
+    RULES.get_or_init(|| {
+        let hosts = [
+            crate::config::HostPattern::parse("grafana.tools.example").expect("a host"),
+            crate::config::HostPattern::parse("*.apps.example").expect("a host"),
+        ];
+        crate::login::ReturnTargets::new(
+            &Url::parse("https://login.corp.example:8443").expect("a valid URL"),
+            &hosts,
+            Some("corp.example"),
+        )
+    })
 }
 
-/// `safe_return_target` on any target: what it lets through, resolved as a browser resolves a
-/// `Location` (raw, and percent-decoded once more), stays on the origin.
+/// Whether a host a browser resolved a target to is one of those one login serves.
+fn ours(host: &str) -> bool {
+    host == "login.corp.example"
+        || host == "corp.example"
+        || host.ends_with(".corp.example")
+        || host == "grafana.tools.example"
+        || host.ends_with(".apps.example")
+}
+
+/// The return target rules on any target: what they let through, resolved as a browser resolves a
+/// `Location` (raw, and percent-decoded once more) from a page on one of our hosts, lands on a host
+/// one login serves, with public_url's scheme and without a user part.
 pub fn return_target(data: &[u8]) {
     let Ok(target) = std::str::from_utf8(data) else {
         return;
     };
-    let safe = crate::login::safe_return_target(target);
-    assert!(safe == "/" || safe == target);
+    let rules = return_rules();
+    let safe = rules.check(target);
+    assert!(safe == rules.fallback() || safe == target);
     let decoded = percent_encoding::percent_decode_str(safe).decode_utf8_lossy();
+    let base = Url::parse("https://wiki.corp.example/app/page").expect("a valid URL");
     for candidate in [safe, decoded.as_ref()] {
-        if let Ok(url) = origin().join(candidate) {
-            assert_eq!(url.origin(), origin().origin(), "{target:?} -> {url}");
+        if let Ok(url) = base.join(candidate) {
+            assert_eq!(url.scheme(), "https", "{target:?} -> {url}");
+            assert!(
+                ours(url.host_str().unwrap_or_default()),
+                "{target:?} -> {url}"
+            );
+            assert!(
+                url.username().is_empty() && url.password().is_none(),
+                "{target:?} -> {url}"
+            );
         }
     }
 }
@@ -290,7 +322,7 @@ pub fn config(data: &[u8]) {
                 &config.route_set,
                 |_| 0,
             );
-            let _ = router.route(&http::Method::GET, "/admin");
+            let _ = router.route(&http::Method::GET, Some("a.example"), "/admin");
             let _ = format!("{config:?}");
         }
         Err(e) => {

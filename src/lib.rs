@@ -28,6 +28,7 @@ pub mod bearer;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod forward_auth;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod identity;

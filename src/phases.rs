@@ -26,6 +26,10 @@
 //! Every request has an id (`X-Request-Id`, kept or made: `telemetry::access_log`), set on the
 //! request before the first phase, so the upstream gets it, and on every response, the gateway's own
 //! included.
+//!
+//! Forward-auth (`/oauth2/auth`, [`forward_auth`]) runs phases 3 to 5 on the request the proxy in
+//! front asks about rather than on the check itself, and answers instead of acting: a request is
+//! judged the same whether the gateway proxies it or another proxy asks about it.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -36,9 +40,10 @@ use hyper::body::Incoming;
 
 use crate::config::Policy;
 use crate::error::{text_response, ErrorKind, GatewayError};
+use crate::forward_auth::Check;
 use crate::login;
 use crate::proxy::ConnInfo;
-use crate::router::{canonical, Endpoint, Listener, Target};
+use crate::router::{canonical, Endpoint, Listener, Router, Target};
 use crate::runtime::{Ctx, Runtime};
 use crate::session::{Authenticated, Idle, StoreError};
 use crate::telemetry::access_log::{self, X_REQUEST_ID};
@@ -75,6 +80,56 @@ impl Caller {
     /// The identity the request carries: its session's, or its bearer token's.
     pub fn identity(&self) -> Option<&Authenticated> {
         self.session.as_deref().or(self.bearer.as_deref())
+    }
+}
+
+/// The request the phases judge: the client's own, or for forward-auth the one the proxy in front
+/// asks about. Its headers (cookies, `Accept`) are always the request's own.
+#[derive(Debug, Clone, Copy)]
+pub struct Judged<'a> {
+    pub method: &'a Method,
+    /// Its host, as a `Host` value (with the port), when known.
+    pub host: Option<&'a str>,
+    /// Its scheme, when a trusted proxy said; otherwise `public_url`'s is assumed.
+    pub scheme: Option<&'a str>,
+    /// The canonical path.
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    /// Whether a browser without a session is sent to log in (else 401, as for API clients).
+    pub login_redirect: bool,
+    /// Whether a login started here comes back to this request (else to `public_url` + `/`).
+    pub returns: bool,
+}
+
+impl<'a> Judged<'a> {
+    /// The request itself, with its canonical `path`.
+    pub fn request<B>(req: &'a Request<B>, path: &'a str) -> Judged<'a> {
+        Judged {
+            method: req.method(),
+            host: req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok()),
+            scheme: None,
+            path,
+            query: req.uri().query(),
+            login_redirect: true,
+            returns: true,
+        }
+    }
+
+    /// Where the browser goes back to after logging in: this request's path and query, absolute
+    /// when its host is not `public_url`'s (the return target rules judge it when the login starts).
+    fn return_to(&self, cx: Ctx<'_>) -> String {
+        let rules = &cx.snap.return_targets;
+        if !self.returns {
+            return rules.fallback().to_string();
+        }
+        let path_and_query = match self.query {
+            Some(q) => Cow::Owned(format!("{}?{q}", self.path)),
+            None => Cow::Borrowed(self.path),
+        };
+        rules.on_host(self.scheme, self.host, &path_and_query)
     }
 }
 
@@ -153,13 +208,67 @@ async fn run(
     noted: &mut Record,
 ) -> Result<Response<Body>, Answer> {
     let mut req = req;
-    let path = canonicalize(&mut req, uri, conn)?;
-    let target = route(cx, listener, req.method(), &path, noted)?;
+    let path = canonicalize(&mut req, uri, conn, &cx.snap.router)?;
+    let target = route(cx, listener, &req, &path, noted)?;
+    if target == Target::Endpoint(Endpoint::Auth) {
+        // Boxed: inline, its phases would nest the request's future deeper than the compiler's
+        // default recursion limit allows for crates that instantiate `lib::run`.
+        return Box::pin(forward_auth(cx, conn, &req, &path, noted)).await;
+    }
+    let judged = Judged::request(&req, &path);
     let caller = authenticate(cx, &req, target).await?;
-    let caller = refresh(cx, &req, &path, caller).await?;
+    let caller = refresh(cx, &req, &judged, caller).await?;
     noted.identity = caller.session.clone().or_else(|| caller.bearer.clone());
-    authorize(cx, &req, &path, target, &caller)?;
+    authorize(cx, &req, &judged, target, &caller)?;
     act(cx, conn, req, &path, target, caller, noted).await
+}
+
+/// Forward-auth: phases 3 to 5 for the request the proxy in front describes (`forward_auth`), routed
+/// by the `[[routes]]` rules alone (it goes to the application, never to our endpoints), then the
+/// answer: 202 with the identity, or the refusal those phases chose (401, the login redirect in
+/// redirect mode, 403). Any method: nginx's `auth_request` asks with the original request's.
+async fn forward_auth<B>(
+    cx: Ctx<'_>,
+    conn: &ConnInfo,
+    req: &Request<B>,
+    path: &str,
+    noted: &mut Record,
+) -> Result<Response<Body>, Answer> {
+    let check = Check::read(cx, conn, req, path)?;
+    let judged = check.judged();
+    let host = route_host(cx, judged.host).map_err(|e| {
+        GatewayError::new(
+            ErrorKind::Forbidden,
+            format!("forward-auth check from {} refused: {e}", conn.peer),
+        )
+    })?;
+    let target = cx.snap.router.rule(judged.method, host, judged.path);
+    let caller = authenticate(cx, req, target).await?;
+    let caller = refresh(cx, req, &judged, caller).await?;
+    noted.identity = caller.session.clone().or_else(|| caller.bearer.clone());
+    authorize(cx, req, &judged, target, &caller)?;
+    Ok(crate::forward_auth::answer(cx, &check, target, caller))
+}
+
+/// One forward-auth check request through every phase, whatever its body type (the body is never
+/// read): what [`handle`] does for a request routed to `/oauth2/auth`, without the record phase. For
+/// benchmarks and tests that drive the phases without a connection.
+pub async fn check<B>(rt: &Arc<Runtime>, conn: &ConnInfo, req: Request<B>) -> Response<Body> {
+    let snap = rt.snapshot();
+    let cx = Ctx { rt, snap: &snap };
+    let uri = req.uri().clone();
+    let api = is_api_request(&req);
+    let mut req = req;
+    let mut noted = Record::default();
+    let result = match canonicalize(&mut req, &uri, conn, &snap.router) {
+        Ok(path) => forward_auth(cx, conn, &req, &path, &mut noted).await,
+        Err(answer) => Err(answer),
+    };
+    match result {
+        Ok(response) => response,
+        Err(Answer::Respond(response)) => *response,
+        Err(Answer::Fail(e)) => e.into_response(api),
+    }
 }
 
 /// Phase 1: exactly one valid host for the request (RFC 9112 section 3.2; over HTTP/2 `:authority`
@@ -169,11 +278,16 @@ fn canonicalize<'u, B>(
     req: &mut Request<B>,
     uri: &'u Uri,
     conn: &ConnInfo,
+    router: &Router,
 ) -> Result<Cow<'u, str>, Answer> {
     if req.method() == Method::CONNECT {
         return Err(GatewayError::new(ErrorKind::MethodNotAllowed, "CONNECT refused").into());
     }
     crate::router::host::check(req, conn.peer)?;
+    // Envoy's forward-auth check carries the original request's path after ours: routed as it is.
+    if let Some(check) = router.check_path(uri.path()) {
+        return Ok(Cow::Borrowed(check));
+    }
     canonical::canonicalize(uri.path()).map_err(|e| {
         GatewayError::new(
             ErrorKind::BadRequest,
@@ -184,15 +298,25 @@ fn canonicalize<'u, B>(
 }
 
 /// Phase 2: the target of the request; health, readiness and metrics are answered at once.
-fn route(
+fn route<B>(
     cx: Ctx<'_>,
     listener: Listener,
-    method: &Method,
+    req: &Request<B>,
     path: &str,
     noted: &mut Record,
 ) -> Result<Target, Answer> {
+    let method = req.method();
     let target = match listener {
-        Listener::Main => cx.snap.router.route(method, path),
+        Listener::Main => {
+            let value = req
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok());
+            let host = route_host(cx, value).map_err(|e| {
+                GatewayError::new(ErrorKind::BadRequest, format!("refused host: {e}"))
+            })?;
+            cx.snap.router.route(method, host, path)
+        }
         Listener::Metrics => crate::router::metrics_listener_route(path),
     };
     noted.policy = match target {
@@ -263,6 +387,20 @@ fn metrics(cx: Ctx<'_>, listener: Listener, method: &Method) -> Answer {
     )))
 }
 
+/// The name routes are matched against, from a `Host` value: without port or trailing dot. When
+/// routes name hosts, an escape in the host is refused: `%61dmin.corp.example` would otherwise pass a
+/// route for `admin.corp.example` by and land where hosts are not told apart.
+fn route_host<'h>(cx: Ctx<'_>, value: Option<&'h str>) -> Result<Option<&'h str>, &'static str> {
+    if !cx.snap.router.names_hosts() {
+        return Ok(None);
+    }
+    match value {
+        Some(v) if v.contains('%') => Err("a percent-escape in the host is ambiguous"),
+        Some(v) => Ok(crate::router::host::name(v.as_bytes())),
+        None => Ok(None),
+    }
+}
+
 /// Phase 3: the session the request presents, if any. Only targets that use an identity look: a deny
 /// route and most endpoints never touch the store. When the store fails, a route that needs a session
 /// answers 503; a public route goes on without one (it never needs one).
@@ -295,7 +433,7 @@ async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Resul
             policy: Policy::Public,
             ..
         } => false,
-        Target::Proxy { .. } | Target::Endpoint(Endpoint::Userinfo | Endpoint::Auth) => true,
+        Target::Proxy { .. } | Target::Endpoint(Endpoint::Userinfo) => true,
         _ => return Ok(Caller::default()),
     };
     let snap = cx.snap;
@@ -335,17 +473,17 @@ async fn authenticate<B>(cx: Ctx<'_>, req: &Request<B>, target: Target) -> Resul
 async fn refresh<B>(
     cx: Ctx<'_>,
     req: &Request<B>,
-    path: &str,
+    judged: &Judged<'_>,
     caller: Caller,
 ) -> Result<Caller, Answer> {
-    crate::refresh::refresh(cx, req, path, caller).await
+    crate::refresh::refresh(cx, req, judged, caller).await
 }
 
 /// Phase 5: whether the caller may reach the target.
 fn authorize<B>(
     cx: Ctx<'_>,
     req: &Request<B>,
-    path: &str,
+    judged: &Judged<'_>,
     target: Target,
     caller: &Caller,
 ) -> Result<(), Answer> {
@@ -353,6 +491,7 @@ fn authorize<B>(
         // The gateway's own endpoints decide for themselves (a callback needs no session).
         return Ok(());
     };
+    let path = judged.path;
     match policy {
         Policy::Public => Ok(()),
         Policy::Deny => Err(GatewayError::new(
@@ -362,7 +501,13 @@ fn authorize<B>(
         .into()),
         Policy::Authenticated => match caller.identity() {
             Some(auth) => check_access(cx, auth, route, path).map_err(Answer::from),
-            None => not_signed_in(cx, req, path),
+            None => Err(not_signed_in(
+                cx,
+                req.headers(),
+                judged,
+                Vec::new(),
+                format_args!("no session for {path}"),
+            )),
         },
     }
 }
@@ -396,22 +541,29 @@ fn check_access(
     ))
 }
 
-/// A protected route without an identity: browsers are sent to log in, API clients get a 401.
-fn not_signed_in<B>(cx: Ctx<'_>, req: &Request<B>, path: &str) -> Result<(), Answer> {
-    match () {
-        () if is_api_request(req) => Err(GatewayError::new(
-            ErrorKind::Unauthenticated,
-            format!("no session for {path}"),
-        )
-        .into()),
-        () => {
-            let return_to = match req.uri().query() {
-                Some(q) => format!("{path}?{q}"),
-                None => path.to_string(),
-            };
-            let redirect = login::begin(cx, &return_to, req.headers())?;
-            Err(Answer::Respond(Box::new(redirect)))
+/// A protected route without an identity: browsers are sent to log in, API clients get a 401 (so
+/// does a forward-auth check outside redirect mode); `cleared` (deletions of a session that ended)
+/// go with either answer.
+pub(crate) fn not_signed_in(
+    cx: Ctx<'_>,
+    headers: &http::HeaderMap,
+    judged: &Judged<'_>,
+    cleared: Vec<HeaderValue>,
+    why: std::fmt::Arguments<'_>,
+) -> Answer {
+    if !judged.login_redirect || is_api(judged.method, headers) {
+        return GatewayError::new(ErrorKind::Unauthenticated, why.to_string())
+            .with_set_cookies(cleared)
+            .into();
+    }
+    match login::begin(cx, &judged.return_to(cx), headers) {
+        Ok(mut redirect) => {
+            for cookie in cleared {
+                redirect.headers_mut().append(header::SET_COOKIE, cookie);
+            }
+            Answer::Respond(Box::new(redirect))
         }
+        Err(e) => e.with_set_cookies(cleared).into(),
     }
 }
 
@@ -436,7 +588,6 @@ async fn act(
                     login::sign_out(cx, &req).await
                 }
                 Endpoint::Userinfo if get => login::userinfo(caller.session.as_deref()),
-                Endpoint::Auth if get => login::auth(cx, caller.session.as_deref()),
                 Endpoint::Jwks if get => jwks(cx),
                 Endpoint::BackchannelLogout if method == Method::POST => {
                     Ok(crate::backchannel::logout(cx, req).await)
@@ -551,10 +702,14 @@ const X_REQUESTED_WITH: http::HeaderName = http::HeaderName::from_static("x-requ
 /// never a redirect): a method other than GET/HEAD, `X-Requested-With: XMLHttpRequest`, or an `Accept`
 /// that asks for JSON rather than HTML.
 pub fn is_api_request<B>(req: &Request<B>) -> bool {
-    if req.method() != Method::GET && req.method() != Method::HEAD {
+    is_api(req.method(), req.headers())
+}
+
+/// [`is_api_request`] for a request of this method with these headers.
+pub fn is_api(method: &Method, headers: &http::HeaderMap) -> bool {
+    if method != Method::GET && method != Method::HEAD {
         return true;
     }
-    let headers = req.headers();
     if headers
         .get(X_REQUESTED_WITH)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"XMLHttpRequest"))

@@ -26,13 +26,13 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use http::{header, HeaderMap, Request};
+use http::Request;
 
 use crate::config::RefreshMode;
 use crate::error::{ErrorKind, GatewayError};
 use crate::login;
 use crate::oidc::{ExchangeError, RefreshToken};
-use crate::phases::{Answer, Caller};
+use crate::phases::{Answer, Caller, Judged};
 use crate::runtime::Ctx;
 use crate::session::store::SessionKey;
 use crate::session::{Authenticated, Claims, Session, StoreError};
@@ -78,7 +78,7 @@ impl Backoff {
 pub async fn refresh<B>(
     cx: Ctx<'_>,
     req: &Request<B>,
-    path: &str,
+    judged: &Judged<'_>,
     mut caller: Caller,
 ) -> Result<Caller, Answer> {
     let Some(auth) = caller.session.clone() else {
@@ -147,7 +147,7 @@ pub async fn refresh<B>(
             return Err(session_ended(
                 cx,
                 req,
-                path,
+                judged,
                 Vec::new(),
                 "the session ended while its refresh waited",
             ));
@@ -175,7 +175,7 @@ pub async fn refresh<B>(
                     return Err(session_ended(
                         cx,
                         req,
-                        path,
+                        judged,
                         cleared,
                         "the session ended during its refresh",
                     ));
@@ -199,7 +199,7 @@ pub async fn refresh<B>(
                 tracing::warn!("ending the refused session failed: {e}");
             }
             let cleared = cx.snap.cookies.clear(req.headers());
-            Err(session_ended(cx, req, path, cleared, why))
+            Err(session_ended(cx, req, judged, cleared, why))
         }
         Err(Unavailable(why)) => {
             metrics.refresh(RefreshOutcome::Failed);
@@ -299,32 +299,17 @@ async fn redeem(cx: Ctx<'_>, auth: &Authenticated, now: u64) -> Result<Session, 
 fn session_ended<B>(
     cx: Ctx<'_>,
     req: &Request<B>,
-    path: &str,
+    judged: &Judged<'_>,
     cleared: Vec<http::HeaderValue>,
     why: impl std::fmt::Display,
 ) -> Answer {
-    if crate::phases::is_api_request(req) {
-        return GatewayError::new(
-            ErrorKind::Unauthenticated,
-            format!("session ended for {path}: {why}"),
-        )
-        .with_set_cookies(cleared)
-        .into();
-    }
-    let return_to = match req.uri().query() {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
-    let headers: &HeaderMap = req.headers();
-    match login::begin(cx, &return_to, headers) {
-        Ok(mut redirect) => {
-            for cookie in cleared {
-                redirect.headers_mut().append(header::SET_COOKIE, cookie);
-            }
-            Answer::Respond(Box::new(redirect))
-        }
-        Err(e) => e.with_set_cookies(cleared).into(),
-    }
+    crate::phases::not_signed_in(
+        cx,
+        req.headers(),
+        judged,
+        cleared,
+        format_args!("session ended for {}: {why}", judged.path),
+    )
 }
 
 fn provider_gone(detail: &str) -> GatewayError {

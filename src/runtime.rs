@@ -23,6 +23,7 @@ use crate::assertion::{AssertionKeys, AssertionSettings, Subject};
 use crate::bearer::TokenCache;
 use crate::config::{ClientAuthMethod, Config};
 use crate::identity::IdentityMapping;
+use crate::login::ReturnTargets;
 use crate::oidc::{ClientAuth, ClientSecret, EndpointOverrides, Provider, ProviderConfig};
 use crate::policy::{AccessPolicy, GroupRule};
 use crate::proxy::tls::Connectors;
@@ -124,11 +125,20 @@ impl Runtime {
         let mut config = config;
         let current = self.snapshot();
         let restart = needs_restart(&current.config, &config);
-        // The provider's redirect URI is built on the running prefix: the routes keep it too.
+        // The provider's redirect URI is built on the running prefix and public_url: the routes,
+        // the return targets and the cookie domain keep them too.
         config
             .server
             .prefix
             .clone_from(&current.config.server.prefix);
+        config
+            .server
+            .public_url
+            .clone_from(&current.config.server.public_url);
+        if let Some(domain) = &config.session.cookie_domain {
+            crate::config::cookie_domain_holds(domain, &config.server.public_url)
+                .map_err(|e| e.to_string())?;
+        }
         let generation = self.generations.fetch_add(1, Ordering::Relaxed) + 1;
         let snapshot = Snapshot::build(config, generation, &self.pools)?;
         // A new assertion key signs from now on; the old one stays published for as long as what it
@@ -209,6 +219,10 @@ pub struct Snapshot {
     pub route_groups: Vec<Option<GroupRule>>,
     /// `[assertion]` as this configuration applies it.
     pub assertion: Option<AssertionSettings>,
+    /// Where a browser may be sent after a login or a sign-out.
+    pub return_targets: ReturnTargets,
+    /// Forward-auth's `X-Auth-Request-*` headers and their claims.
+    pub auth_request_mapping: Vec<(http::HeaderName, String)>,
 }
 
 impl Snapshot {
@@ -224,7 +238,7 @@ impl Snapshot {
                 name: config.session.cookie_name.clone(),
                 secure: config.session.secure,
                 max_age: config.session.lifetime,
-                domain: None,
+                domain: config.session.cookie_domain.clone(),
             },
             config.session.secret.expose_secret(),
             &previous,
@@ -275,6 +289,15 @@ impl Snapshot {
                 .chain(assertion.as_ref().map(|a| a.header.clone())),
         );
         let access = AccessPolicy::new(&config.access);
+        let auth_request_mapping = crate::forward_auth::auth_request_mapping(
+            &config.headers.claims,
+            &config.access.groups_claim,
+        );
+        let return_targets = ReturnTargets::new(
+            &config.server.public_url,
+            config.routes.iter().filter_map(|r| r.host.as_ref()),
+            config.session.cookie_domain.as_deref(),
+        );
         let route_groups = config
             .routes
             .iter()
@@ -296,6 +319,8 @@ impl Snapshot {
             access,
             route_groups,
             assertion,
+            return_targets,
+            auth_request_mapping,
         })
     }
 

@@ -30,6 +30,26 @@ use secrecy::{SecretBox, SecretString};
 use serde::Deserialize;
 use url::Url;
 
+pub use crate::router::host::HostPattern;
+
+/// Whether `public_url`'s host is the cookie domain (lower-case) or lies under it, as it must: the
+/// callback there sets the cookies every tool under the domain then shares.
+pub fn cookie_domain_holds(domain: &str, public_url: &Url) -> Result<()> {
+    let host = public_url
+        .host_str()
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if host != domain && !host.ends_with(&format!(".{domain}")) {
+        return Err(ConfigError::new(
+            "session.cookie_domain",
+            format!(
+                "server.public_url's host {host:?} is not {domain:?} or under it: the cookies its callback sets would not reach the other tools"
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// One bad configuration value: the key path and what is wrong with it, printed as one line.
 #[derive(Debug, thiserror::Error)]
 #[error("{key}: {message}")]
@@ -226,6 +246,9 @@ pub struct SessionConfig {
     pub refresh: RefreshMode,
     /// Refresh when the access token expires within this.
     pub refresh_before: Duration,
+    /// `Domain` of every cookie of ours (lower-case, no leading dot): one login for every host under
+    /// it. `None`: host-only cookies.
+    pub cookie_domain: Option<String>,
 }
 
 #[derive(Debug)]
@@ -247,6 +270,8 @@ pub enum Policy {
 
 #[derive(Debug)]
 pub struct RouteConfig {
+    /// `None`: any host.
+    pub host: Option<HostPattern>,
     pub path: Regex,
     /// `None`: every method.
     pub methods: Option<Vec<Method>>,
@@ -576,16 +601,67 @@ secret = "{SECRET}"
     }
 
     #[test]
-    fn future_keys_are_refused_not_ignored() {
-        let e = err(&base().replace("[session]", "[session]\ncookie_domain = \"corp.example\""));
-        assert_eq!(e.key, "session.cookie_domain");
-        assert!(e.message.contains("not available yet"), "{e}");
-        let e = err(&format!(
-            "{}\n[[routes]]\npath = \"^/\"\nhost = \"a.example\"\n",
+    fn routes_may_name_a_host_and_then_cover_every_path() {
+        let c = parse(&format!(
+            "{}\n[[routes]]\nhost = \"Grafana.Corp.Example\"\nupstream = \"http://127.0.0.1:3000\"\n\
+             [[routes]]\nhost = \"*.corp.example\"\npath = \"^/admin\"\npolicy = \"deny\"\n",
             base()
-        ));
-        assert_eq!(e.key, "routes[0].host");
-        assert!(e.message.contains("not available yet"), "{e}");
+        ))
+        .unwrap();
+        assert_eq!(
+            c.routes[0].host,
+            Some(HostPattern::Exact("grafana.corp.example".into()))
+        );
+        assert!(c.routes[0].path.is_match("/anything"));
+        assert_eq!(
+            c.routes[1].host.as_ref().unwrap().to_string(),
+            "*.corp.example"
+        );
+        assert!(!c.routes[1].path.is_match("/other"));
+        for bad in [
+            "grafana.corp.example:3000",
+            "*",
+            "a.*.example",
+            "",
+            "gr\u{e4}fana.example",
+        ] {
+            let text = format!("{}\n[[routes]]\nhost = {bad:?}\n", base());
+            assert_eq!(err(&text).key, "routes[0].host", "{bad:?}");
+        }
+        // Without a host, a route still needs its path.
+        let text = format!("{}\n[[routes]]\npolicy = \"public\"\n", base());
+        assert_eq!(err(&text).key, "routes[0].path");
+    }
+
+    #[test]
+    fn cookie_domain_must_hold_public_url() {
+        let with = |public_url: &str, domain: &str| {
+            base().replace("http://localhost:4180", public_url).replace(
+                "[session]",
+                &format!("[session]\ncookie_domain = {domain:?}"),
+            )
+        };
+        let c = parse(&with("https://login.corp.example", ".Corp.Example")).unwrap();
+        assert_eq!(c.session.cookie_domain.as_deref(), Some("corp.example"));
+        let c = parse(&with("https://corp.example", "corp.example")).unwrap();
+        assert_eq!(c.session.cookie_domain.as_deref(), Some("corp.example"));
+        assert_eq!(parse(&base()).unwrap().session.cookie_domain, None);
+        for (public_url, domain) in [
+            ("https://login.other.example", "corp.example"),
+            ("https://evilcorp.example", "corp.example"),
+            ("https://login.corp.example", "example"),
+            ("https://login.corp.example", "login.corp.example:443"),
+            ("https://login.corp.example", "*.corp.example"),
+            ("https://login.corp.example", ""),
+            ("http://127.0.0.1:4180", "127.0.0.1"),
+            ("https://login.corp.example", "corp.example; Secure"),
+        ] {
+            let e = err(&with(public_url, domain));
+            assert_eq!(e.key, "session.cookie_domain", "{public_url} {domain}: {e}");
+        }
+        let host_prefixed = with("https://login.corp.example", "corp.example")
+            .replace("[session]", "[session]\ncookie_name = \"__Host-sid\"");
+        assert_eq!(err(&host_prefixed).key, "session.cookie_domain");
     }
 
     #[test]

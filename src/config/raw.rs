@@ -1,10 +1,9 @@
 //! The schema of `gateway.toml`: what serde reads before anything is checked.
 //!
 //! One schema, here: every section is a struct that refuses unknown keys (`deny_unknown_fields`), so a
-//! misspelt key stops start-up naming it; keys of features not built yet are fields of type [`NotYet`],
-//! refused by `validate` with "not available yet" rather than silently ignored; keys with a fixed set of
-//! values are enums, so serde names the choices. Values that need more than a type check (URLs,
-//! durations, files, regexes) stay strings and are turned into typed values by `validate`.
+//! misspelt key stops start-up naming it; keys with a fixed set of values are enums, so serde names
+//! the choices. Values that need more than a type check (URLs, durations, files, regexes) stay
+//! strings and are turned into typed values by `validate`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -12,9 +11,6 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 use super::{ClientAuthMethod, LogFormat, Policy, RedisMode, RefreshMode, StoreKind};
-
-/// A key of the contract whose feature this version does not have: any value is refused.
-pub(super) type NotYet = Option<toml::Value>;
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -119,7 +115,7 @@ pub(super) struct RawSession {
     pub idle_timeout: Option<String>,
     pub refresh: Option<RefreshMode>,
     pub refresh_before: Option<String>,
-    pub cookie_domain: NotYet,
+    pub cookie_domain: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -130,7 +126,7 @@ pub(super) struct RawRoute {
     pub policy: Option<Policy>,
     pub upstream: Option<String>,
     pub allowed_groups: Option<Vec<String>>,
-    pub host: NotYet,
+    pub host: Option<String>,
     pub case_insensitive: Option<bool>,
 }
 
@@ -172,23 +168,4 @@ pub(super) struct RawLog {
     pub format: Option<LogFormat>,
     pub level: Option<String>,
     pub access_log: Option<bool>,
-}
-
-impl RawConfig {
-    /// The key paths set to a feature not built yet, in schema order.
-    pub(super) fn not_yet(&self) -> Vec<String> {
-        let mut keys = Vec::new();
-        let mut note = |key: &str, value: &NotYet| {
-            if value.is_some() {
-                keys.push(key.to_string());
-            }
-        };
-        if let Some(s) = &self.session {
-            note("session.cookie_domain", &s.cookie_domain);
-        }
-        for (i, r) in self.routes.iter().enumerate() {
-            note(&format!("routes[{i}].host"), &r.host);
-        }
-        keys
-    }
 }

@@ -19,9 +19,9 @@ use super::raw::{
 };
 use super::{
     decode_secret, AccessConfig, ApiConfig, AssertionConfig, ClientAuthMethod, ClientIdentity,
-    Config, ConfigError, HeadersConfig, LogConfig, LogFormat, OidcConfig, Policy, RedisConfig,
-    RedisMode, RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig, StoreKind, TlsFiles,
-    UpstreamConfig, UpstreamTls,
+    Config, ConfigError, HeadersConfig, HostPattern, LogConfig, LogFormat, OidcConfig, Policy,
+    RedisConfig, RedisMode, RefreshMode, Result, RouteConfig, ServerConfig, SessionConfig,
+    StoreKind, TlsFiles, UpstreamConfig, UpstreamTls,
 };
 
 fn duration(key: &str, value: Option<&str>, default: &str) -> Result<Duration> {
@@ -133,12 +133,6 @@ fn secret_pair(
 }
 
 pub(super) fn validate(raw: RawConfig) -> Result<Config> {
-    if let Some(key) = raw.not_yet().into_iter().next() {
-        return Err(ConfigError::new(
-            key,
-            "this feature is not available yet in this version",
-        ));
-    }
     let server = validate_server(raw.server)?;
     let upstream = validate_upstream(raw.upstream)?;
     let oidc = validate_oidc(raw.oidc)?;
@@ -825,6 +819,11 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
         .as_deref()
         .map(|t| duration("session.idle_timeout", Some(t), ""))
         .transpose()?;
+    let cookie_domain = raw
+        .cookie_domain
+        .as_deref()
+        .map(|d| cookie_domain(d, public_url, &cookie_name))
+        .transpose()?;
     Ok(SessionConfig {
         secret: SecretBox::new(Box::new(secret)),
         previous_secrets,
@@ -840,7 +839,45 @@ fn validate_session(raw: Option<RawSession>, public_url: &Url) -> Result<Session
             raw.refresh_before.as_deref(),
             "60s",
         )?,
+        cookie_domain,
     })
+}
+
+/// `session.cookie_domain`: a domain of two labels or more (browsers refuse a public suffix), not
+/// an address, that `public_url`'s host lies in: the callback there sets the cookies every tool
+/// under the domain then shares. A leading dot (the old spelling) is dropped.
+fn cookie_domain(text: &str, public_url: &Url, cookie_name: &str) -> Result<String> {
+    let key = "session.cookie_domain";
+    let domain = text.trim_start_matches('.').to_ascii_lowercase();
+    crate::router::host::dns_name(&domain).map_err(|e| ConfigError::new(key, e))?;
+    if domain.contains('_') {
+        return Err(ConfigError::new(
+            key,
+            format!("{domain:?}: '_' cannot appear in a cookie domain"),
+        ));
+    }
+    if !domain.contains('.') {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{domain:?}: expected a domain of two labels or more, such as \"corp.example\""
+            ),
+        ));
+    }
+    if domain.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Err(ConfigError::new(
+            key,
+            "an IP address cannot be a cookie domain; leave the key out for host-only cookies",
+        ));
+    }
+    super::cookie_domain_holds(&domain, public_url)?;
+    if cookie_name.starts_with("__Host-") {
+        return Err(ConfigError::new(
+            key,
+            "a __Host- cookie (session.cookie_name) cannot carry a Domain",
+        ));
+    }
+    Ok(domain)
 }
 
 fn validate_redis(raw: &RawSession, store: StoreKind) -> Result<Option<RedisConfig>> {
@@ -1029,7 +1066,16 @@ fn validate_headers(raw: Option<toml::Table>) -> Result<HeadersConfig> {
 
 fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
     let key = |k: &str| format!("routes[{i}].{k}");
-    let path_text = required(&key("path"), raw.path.as_ref())?;
+    let host = raw
+        .host
+        .as_deref()
+        .map(|h| HostPattern::parse(h).map_err(|e| ConfigError::new(key("host"), e)))
+        .transpose()?;
+    // A route that names a host covers all of its paths unless it says otherwise.
+    let path_text = match (&host, raw.path.as_ref()) {
+        (Some(_), None) => "^/",
+        (_, path) => required(&key("path"), path)?,
+    };
     // The flag travels inside the pattern, so every matcher built from `path.as_str()` keeps it.
     let path_text = if raw.case_insensitive.unwrap_or(false) {
         format!("(?i){path_text}")
@@ -1078,6 +1124,7 @@ fn validate_route(i: usize, raw: RawRoute) -> Result<RouteConfig> {
         groups => Some(rule_list(&key("allowed_groups"), groups)?),
     };
     Ok(RouteConfig {
+        host,
         path,
         methods,
         policy,

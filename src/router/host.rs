@@ -11,6 +11,11 @@
 //! Valid means RFC 3986's `host [ ":" port ]`: a registered name of unreserved characters,
 //! sub-delimiters and percent-escapes, an IPv4 address, or an IPv6 address in brackets; never a
 //! user (`@`), a path, a query or a space.
+//!
+//! Routes may name hosts (`[[routes]] host`, [`HostPattern`]): one name, or every name under a domain
+//! (`*.corp.example`). A request's host is matched by its [`name`]: without the port, without one
+//! trailing dot (`grafana.corp.example.` is the same DNS name), and regardless of case, all without
+//! allocating.
 
 use std::net::{Ipv6Addr, SocketAddr};
 
@@ -144,9 +149,186 @@ fn valid_reg_name(name: &[u8]) -> bool {
     true
 }
 
+/// A `[[routes]] host`: one host name, or every name under a domain.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// This name, lower-case.
+    Exact(String),
+    /// `*.corp.example`: any name of one label or more under the domain, kept as the lower-case
+    /// suffix with its dot (`.corp.example`). The domain itself does not match.
+    Subdomains(String),
+}
+
+impl HostPattern {
+    /// A pattern as written in the configuration: `grafana.corp.example` or `*.corp.example`, in
+    /// any case, without a port or a trailing dot; an internationalised name in its A-label form
+    /// (`xn--...`).
+    pub fn parse(text: &str) -> Result<HostPattern, String> {
+        let lower = text.to_ascii_lowercase();
+        match lower.strip_prefix("*.") {
+            Some(domain) => {
+                dns_name(domain)?;
+                Ok(HostPattern::Subdomains(format!(".{domain}")))
+            }
+            None => {
+                dns_name(&lower)?;
+                Ok(HostPattern::Exact(lower))
+            }
+        }
+    }
+
+    /// Whether a request's host [`name`] matches: equal but for case, or (a wildcard) under the
+    /// domain with at least one non-empty label before it.
+    pub fn matches(&self, name: &str) -> bool {
+        match self {
+            HostPattern::Exact(exact) => name.eq_ignore_ascii_case(exact),
+            HostPattern::Subdomains(suffix) => {
+                let (name, suffix) = (name.as_bytes(), suffix.as_bytes());
+                name.len() > suffix.len() && {
+                    let (labels, tail) = name.split_at(name.len() - suffix.len());
+                    tail.eq_ignore_ascii_case(suffix)
+                        && labels.first() != Some(&b'.')
+                        && labels.last() != Some(&b'.')
+                        && !labels.windows(2).any(|w| w == b"..")
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(name) => f.write_str(name),
+            HostPattern::Subdomains(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
+/// A lower-case DNS name as the configuration may give one (a route's host without its `*.`, the
+/// cookie domain): labels of letters, digits, `-` and `_`, 1 to 63 bytes each, 253 in all.
+pub fn dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("expected a host name such as \"grafana.corp.example\"".into());
+    }
+    if !name.is_ascii() {
+        return Err(format!(
+            "{name:?} is not ASCII: write an internationalised name in its xn-- form"
+        ));
+    }
+    if name.contains(':') || name.contains('/') {
+        return Err(format!(
+            "{name:?}: a host name only (the port is ignored when matching; no scheme or path)"
+        ));
+    }
+    if name.contains('*') {
+        return Err(format!(
+            "{name:?}: a wildcard is only allowed as the first label (\"*.corp.example\")"
+        ));
+    }
+    let labels_ok = name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        });
+    if !labels_ok {
+        return Err(format!(
+            "{name:?} is not a host name (labels of letters, digits, '-' and '_', separated by single dots, no trailing dot)"
+        ));
+    }
+    Ok(())
+}
+
+/// The host name a `Host` value (already checked by [`check`]) names, for matching routes: without the
+/// port and without one trailing dot. `None` for an IPv6 literal, which no route names.
+pub fn name(value: &[u8]) -> Option<&str> {
+    if value.first() == Some(&b'[') {
+        return None;
+    }
+    let host = match value.iter().rposition(|&b| b == b':') {
+        Some(colon) => &value[..colon],
+        None => value,
+    };
+    let host = host.strip_suffix(b".").unwrap_or(host);
+    std::str::from_utf8(host).ok().filter(|h| !h.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn host_patterns_match_names_regardless_of_case_and_port() {
+        let exact = HostPattern::parse("Grafana.Corp.Example").unwrap();
+        assert_eq!(exact, HostPattern::Exact("grafana.corp.example".into()));
+        let wild = HostPattern::parse("*.corp.example").unwrap();
+        assert_eq!(wild.to_string(), "*.corp.example");
+        let matches =
+            |p: &HostPattern, host: &str| name(host.as_bytes()).is_some_and(|n| p.matches(n));
+        for host in [
+            "grafana.corp.example",
+            "GRAFANA.corp.EXAMPLE",
+            "grafana.corp.example:8443",
+            "grafana.corp.example.",
+            "grafana.corp.example.:80",
+        ] {
+            assert!(matches(&exact, host), "{host}");
+        }
+        for host in [
+            "wiki.corp.example",
+            "grafana.corp.example.evil",
+            "corp.example",
+            "[::1]:80",
+        ] {
+            assert!(!matches(&exact, host), "{host}");
+        }
+        for host in [
+            "a.corp.example",
+            "a.b.corp.example",
+            "A.CORP.example:1",
+            "x-y.corp.example.",
+        ] {
+            assert!(matches(&wild, host), "{host}");
+        }
+        for host in [
+            "corp.example",
+            ".corp.example",
+            "a..corp.example",
+            "..corp.example",
+            "acorp.example",
+            "corp.example.evil.com",
+            "a.corp.example.evil.com",
+            "a.corp.examples",
+        ] {
+            assert!(!matches(&wild, host), "{host}");
+        }
+    }
+
+    #[test]
+    fn host_patterns_refuse_what_is_not_a_name() {
+        for bad in [
+            "",
+            "*",
+            "*.",
+            "a.*.example",
+            "*a.example",
+            "grafana.corp.example:3000",
+            "http://grafana.corp.example",
+            "grafana.corp.example.",
+            "a..example",
+            ".example",
+            "gr\u{e4}fana.example",
+            "a b.example",
+            "a%2e.example",
+            &format!("{}.example", "a".repeat(64)),
+        ] {
+            assert!(HostPattern::parse(bad).is_err(), "{bad:?}");
+        }
+        assert!(HostPattern::parse("xn--grfana-bua.example").is_ok());
+        assert!(HostPattern::parse("10.0.0.1").is_ok());
+    }
 
     fn request(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
         let mut b = Request::builder().version(version).uri(uri);

@@ -92,6 +92,8 @@ pub struct Authenticated {
     touched: std::sync::atomic::AtomicU64,
     /// Set once the session was refreshed: what replaces it.
     successor: std::sync::OnceLock<std::sync::Arc<Successor>>,
+    /// The identity under forward-auth's `X-Auth-Request-*` names, made at the first check.
+    auth_request: std::sync::OnceLock<crate::identity::IdentityHeaders>,
 }
 
 /// A refreshed session that replaces another, with the cookie that carries it.
@@ -117,7 +119,18 @@ impl Authenticated {
             assertions: crate::assertion::AssertionCache::default(),
             key,
             successor: std::sync::OnceLock::new(),
+            auth_request: std::sync::OnceLock::new(),
         }
+    }
+
+    /// The `X-Auth-Request-*` headers of this identity, made by `build` from its claims the first
+    /// time (an identity is opened once per configuration, so they follow the configuration).
+    pub fn auth_request_headers(
+        &self,
+        build: impl FnOnce(&Claims) -> crate::identity::IdentityHeaders,
+    ) -> &crate::identity::IdentityHeaders {
+        self.auth_request
+            .get_or_init(|| build(&self.session.claims))
     }
 
     /// The newest session that replaced this one, if it was refreshed (following every refresh).

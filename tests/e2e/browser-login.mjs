@@ -10,6 +10,8 @@
 //   groups       the groups header the app must show
 //   chromium     the browser executable (/usr/bin/chromium)
 //   screenshots  the directory for the screenshots
+//   hosts        optional: names the browser resolves to 127.0.0.1 (a proxy in front, on loopback)
+//   caCertificateErrors  optional: true to accept that proxy's self-signed certificate
 //
 // Each step is printed as it starts; the first failure writes a screenshot named after the step,
 // prints the error and exits 1. Exit 0 after the line "all steps passed".
@@ -92,14 +94,16 @@ const browser = await chromium.launch({
   headless: true,
   // The default temporary profile: a fresh user-data directory for every run.
   args: ['--headless', '--no-sandbox', '--disable-gpu', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync', '--no-first-run'],
+    '--disable-component-update', '--disable-sync', '--no-first-run',
+    ...(cfg.hosts ?? []).map((host) => `--host-resolver-rules=MAP ${host} 127.0.0.1`)],
 });
+const loopbackNames = ['127.0.0.1', 'localhost', ...(cfg.hosts ?? [])];
 let failed = false;
 try {
-  const context = await browser.newContext();
+  const context = await browser.newContext({ ignoreHTTPSErrors: cfg.caCertificateErrors === true });
   // Everything stays on loopback: oidc-provider's pages import a web font, which must not wait on
   // a network the test machine may not have.
-  await context.route((url) => !['127.0.0.1', 'localhost'].includes(url.hostname), (route) => route.abort());
+  await context.route((url) => !loopbackNames.includes(url.hostname), (route) => route.abort());
   context.setDefaultTimeout(20_000);
   const page = await context.newPage();
 

@@ -2,7 +2,8 @@
 //! from tests/e2e/browser-login.mjs, through the gateway in front of the demo app, against the
 //! development provider (both profiles) and oidc-provider. The script opens a protected page, signs in
 //! on the provider's page, checks the identity the app shows, reloads, signs out, and runs two tabs'
-//! logins at once. Screenshots land in target/e2e-screenshots/.
+//! logins at once. The same flow runs through nginx with `deploy/nginx/nginx.conf` in front, the
+//! gateway as its forward-auth endpoint. Screenshots land in target/e2e-screenshots/.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -32,13 +33,23 @@ async fn gateway(listener: TcpListener, base: &str, oidc: &str) -> portcullis::R
 /// Run the browser script as `name` against the gateway at `base`; fail with its output (and `extra`,
 /// the provider's) unless every step passed; check both screenshots were written.
 async fn run_browser(name: &str, base: &str, extra: impl Fn() -> String) {
+    run_browser_with(name, base, serde_json::json!({}), extra).await;
+}
+
+/// [`run_browser`] with more options for the script (`hosts`, `caCertificateErrors`).
+async fn run_browser_with(
+    name: &str,
+    base: &str,
+    more: serde_json::Value,
+    extra: impl Fn() -> String,
+) {
     assert!(
         Path::new(CHROMIUM).exists(),
         "{CHROMIUM} is missing: the browser suite needs Debian's chromium package (scripts/test.sh installs it)"
     );
     let dir = screenshot_dir();
     let started = SystemTime::now() - Duration::from_secs(1);
-    let options = serde_json::json!({
+    let mut options = serde_json::json!({
         "name": name,
         "base": base,
         "path": "/reports/q3?year=2026&x=%2Fy",
@@ -49,6 +60,9 @@ async fn run_browser(name: &str, base: &str, extra: impl Fn() -> String) {
         "chromium": CHROMIUM,
         "screenshots": dir,
     });
+    if let (Some(options), Some(more)) = (options.as_object_mut(), more.as_object()) {
+        options.extend(more.clone());
+    }
     let script = NodeProcess::spawn("browser-login.mjs", &[options.to_string()]);
     let (status, stdout, stderr) = script.finish(Duration::from_secs(180)).await;
     assert!(
@@ -160,4 +174,69 @@ async fn browser_login_against_oidc_provider() {
         1
     );
     provider.node.assert_alive();
+}
+
+/// The login in Chromium through nginx running `deploy/nginx/nginx.conf` (ports and paths
+/// substituted): nginx asks the gateway at `/oauth2/auth` before each request, its 401 becomes the
+/// gateway's login redirect, and the demo app shows the identity nginx copied from the answer.
+#[tokio::test]
+async fn browser_login_through_nginx_forward_auth() {
+    logs();
+    let nginx = crate::deploy::required("nginx", "nginx");
+    let app = portcullis::demo::app::spawn().await.unwrap();
+    let gw_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw_addr = gw_listener.local_addr().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let upstreams = [
+        ("127.0.0.1:4180".to_string(), gw_addr.to_string()),
+        ("127.0.0.1:8080".to_string(), app.to_string()),
+    ];
+    let (_nginx, https) = crate::deploy::start_nginx(&nginx, dir.path(), |https| {
+        crate::deploy::nginx_config(
+            &crate::deploy::deploy().join("nginx/nginx.conf"),
+            dir.path(),
+            https,
+            &upstreams,
+        )
+    })
+    .await;
+    let base = format!("https://app.example.com:{https}");
+    let provider = DevProvider::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        DevProviderOptions {
+            clients: vec![DevClient {
+                client_id: CLIENT_ID.into(),
+                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+                redirect_uris: vec![format!("{base}/oauth2/callback")],
+            }],
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let oidc = format!(
+        "issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_auth = \"client_secret_basic\"\nclient_secret = {AWKWARD_SECRET:?}",
+        provider.issuer()
+    );
+    let toml = login_gateway_toml(&base, &format!("http://{app}"), &oidc, "").replace(
+        "[server]\n",
+        "[server]\ntrusted_proxies = [\"127.0.0.1/32\"]\n",
+    );
+    let _gateway = portcullis::spawn(config(&toml), gw_listener).unwrap();
+    wait_ready(&format!("http://{gw_addr}")).await;
+    run_browser_with(
+        "nginx-forward-auth",
+        &base,
+        serde_json::json!({ "hosts": ["app.example.com"], "caCertificateErrors": true }),
+        || {
+            let logs =
+                std::fs::read_to_string(dir.path().join("logs/error.log")).unwrap_or_default();
+            format!(
+                "gateway log:\n{}\nnginx error log:\n{logs}",
+                crate::browser::log_text()
+            )
+        },
+    )
+    .await;
+    assert_eq!(provider.token_requests(), 3);
 }

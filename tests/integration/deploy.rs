@@ -37,7 +37,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn deploy() -> PathBuf {
+pub(crate) fn deploy() -> PathBuf {
     repo().join("deploy")
 }
 
@@ -61,7 +61,7 @@ fn on_path(tool: &str) -> Option<PathBuf> {
 }
 
 /// A tool scripts/test.sh installs from Debian's packages: its absence fails the test.
-fn required(tool: &str, package: &str) -> PathBuf {
+pub(crate) fn required(tool: &str, package: &str) -> PathBuf {
     on_path(tool).unwrap_or_else(|| {
         panic!("{tool} is missing: run scripts/test.sh (it installs Debian's {package} package)")
     })
@@ -370,7 +370,12 @@ fn nginx_substitutions(dir: &Path, https: u16, http: u16) -> Vec<(String, String
 
 /// The example with its ports and paths replaced (and any `extra` replacements), written to `dir`;
 /// the HTTPS server listens on `https`.
-fn nginx_config(example: &Path, dir: &Path, https: u16, extra: &[(String, String)]) -> PathBuf {
+pub(crate) fn nginx_config(
+    example: &Path,
+    dir: &Path,
+    https: u16,
+    extra: &[(String, String)],
+) -> PathBuf {
     let mut text = std::fs::read_to_string(example).unwrap();
     // The plain-HTTP listener is never used by the tests; a port nothing binds keeps `nginx -t` happy.
     let subs = nginx_substitutions(dir, https, UNUSED_PORT);
@@ -393,7 +398,7 @@ const UNUSED_PORT: u16 = 65_500;
 /// Start nginx on a free port of its own: nginx cannot be handed a listener or bind port 0 and say
 /// which port it got, so a port is chosen, and when nginx finds it taken meanwhile (another test
 /// bound it), nginx exits and the next port is tried. `config_for(port)` writes the configuration.
-async fn start_nginx(
+pub(crate) async fn start_nginx(
     nginx: &Path,
     dir: &Path,
     config_for: impl Fn(u16) -> PathBuf,
@@ -477,7 +482,7 @@ struct Asked {
 }
 
 /// A stand-in for the gateway's `/oauth2/auth` as SPEC.md describes it, so the nginx example is tested
-/// on its own: 202 with identity headers (and a re-issued session cookie) for the cookie
+/// on its own: 202 with identity headers (and a re-issued session of two cookies) for the cookie
 /// `_portcullis=valid`; without it 401, or in redirect mode the 302 to the provider with a login cookie.
 async fn stand_in_gateway() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -512,7 +517,18 @@ async fn stand_in_gateway() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
                                 .header("x-forwarded-email", "alice@example.com")
                                 .header("x-forwarded-groups", "staff,dev")
                                 .header("x-auth-request-user", "alice")
-                                .header("set-cookie", "_portcullis=renewed; Path=/; HttpOnly");
+                                // A re-issued session of two cookies, and the gateway's numbered
+                                // copies of them.
+                                .header("set-cookie", "_portcullis_0=renewed0; Path=/; HttpOnly")
+                                .header("set-cookie", "_portcullis_1=renewed1; Path=/; HttpOnly")
+                                .header(
+                                    "x-portcullis-set-cookie-0",
+                                    "_portcullis_0=renewed0; Path=/; HttpOnly",
+                                )
+                                .header(
+                                    "x-portcullis-set-cookie-1",
+                                    "_portcullis_1=renewed1; Path=/; HttpOnly",
+                                );
                         } else if req.uri().query() == Some("redirect=true") {
                             r = r
                                 .status(StatusCode::FOUND)
@@ -533,7 +549,7 @@ async fn stand_in_gateway() -> (SocketAddr, Arc<Mutex<Vec<Asked>>>) {
     (addr, asked)
 }
 
-struct Nginx(Child);
+pub(crate) struct Nginx(Child);
 
 impl Drop for Nginx {
     fn drop(&mut self) {
@@ -627,7 +643,11 @@ async fn nginx_example_passes_only_the_gateways_identity() {
             "/private/page?a=1&b=%2F&c=x%20y"
         );
         assert_eq!(a.headers["x-forwarded-method"], "GET");
-        assert_eq!(a.headers["x-forwarded-host"], "app.example.com");
+        // The client's Host as sent, port included.
+        assert_eq!(
+            a.headers["x-forwarded-host"],
+            format!("app.example.com:{https}").as_str()
+        );
         assert_eq!(a.headers["x-forwarded-proto"], "https");
         assert_eq!(a.headers.get_all("x-original-uri").iter().count(), 1);
         assert_eq!(a.headers.get_all("x-forwarded-method").iter().count(), 1);
@@ -661,9 +681,18 @@ async fn nginx_example_passes_only_the_gateways_identity() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let set: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
     assert_eq!(
-        r.headers()["set-cookie"],
-        "_portcullis=renewed; Path=/; HttpOnly"
+        set,
+        [
+            "_portcullis_0=renewed0; Path=/; HttpOnly",
+            "_portcullis_1=renewed1; Path=/; HttpOnly"
+        ]
     );
     let seen = app.last();
     assert_eq!(seen.uri, "/private/page");
@@ -676,6 +705,7 @@ async fn nginx_example_passes_only_the_gateways_identity() {
         "x-portcullis-jwt-assertion",
         "x-auth-request-user",
         "x-auth-request-groups",
+        "x-portcullis-set-cookie-0",
     ] {
         assert!(
             seen.headers.get(absent).is_none(),

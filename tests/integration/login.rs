@@ -306,7 +306,12 @@ async fn return_targets_off_this_origin_land_on_the_root() {
         let callback = b.provider_login(&authorize, "alice").await;
         let r = b.get(&callback).await;
         assert_eq!(r.status(), 302);
-        assert_eq!(r.headers()["location"], "/", "rd={rd:?}");
+        // SPEC: a refused target is a redirect to public_url + "/".
+        assert_eq!(
+            r.headers()["location"],
+            format!("{}/", s.base).as_str(),
+            "rd={rd:?}"
+        );
     }
     // A good one is honoured.
     let b = Browser::new();

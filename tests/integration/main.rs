@@ -10,6 +10,7 @@ mod browser_e2e;
 mod cli;
 mod demo;
 mod deploy;
+mod edge;
 mod hardening;
 mod interop;
 mod lifecycle;

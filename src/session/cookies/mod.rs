@@ -244,6 +244,39 @@ impl Attributes {
         header_value(builder.to_string())
     }
 
+    /// With a cookie domain, deletions without it (a host-only cookie is a cookie of its own, RFC
+    /// 6265 section 5.3 step 6) for the distinct names in `request` that `own` selects; nothing
+    /// without a domain.
+    fn push_host_only_deletions(
+        &self,
+        out: &mut Vec<HeaderValue>,
+        request: &HeaderMap,
+        own: impl Fn(&[u8]) -> bool,
+    ) {
+        if self.settings.domain.is_none() {
+            return;
+        }
+        let mut done: Vec<&[u8]> = Vec::new();
+        for (name, _) in pairs(request) {
+            if done.len() == MAX_DELETIONS {
+                break;
+            }
+            if own(name) && !done.contains(&name) {
+                done.push(name);
+                if let Ok(name) = std::str::from_utf8(name) {
+                    let builder = Cookie::build((name, ""))
+                        .http_only(true)
+                        .same_site(SameSite::Lax)
+                        .path("/")
+                        .secure(self.settings.secure)
+                        .max_age(CookieDuration::ZERO)
+                        .expires(OffsetDateTime::UNIX_EPOCH);
+                    out.push(header_value(builder.to_string()));
+                }
+            }
+        }
+    }
+
     /// Deletions for the distinct cookie names in `request` that `stale` selects.
     fn push_deletions(
         &self,

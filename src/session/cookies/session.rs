@@ -144,6 +144,9 @@ impl SessionCookie {
     pub(super) fn clear(&self, attributes: &Attributes, request: &HeaderMap) -> Vec<HeaderValue> {
         let mut out = vec![attributes.removal(&self.name)];
         attributes.push_deletions(&mut out, request, |name| self.chunk_index(name).is_some());
+        // With a cookie domain, a host-only copy (set before the domain was configured) would
+        // outlive the sign-out on its host: deleted too, by its own attributes.
+        attributes.push_host_only_deletions(&mut out, request, |name| self.is_own(name));
         out
     }
 

@@ -165,6 +165,38 @@ fn domain_and_insecure_settings_show_in_attributes() {
     assert_eq!(removal.domain(), Some("example.com"));
 }
 
+/// Sign-out with a cookie domain deletes the domain cookie and any host-only copy the request
+/// shows (one set before the domain was configured would outlive the sign-out on its host).
+#[test]
+fn clearing_with_a_domain_also_deletes_host_only_copies() {
+    let mut s = settings("sid");
+    s.domain = Some("corp.example".into());
+    let codec = SessionCookies::new(s, &SECRET, &[]).unwrap();
+    let mut request = HeaderMap::new();
+    request.insert(COOKIE, HeaderValue::from_static("sid=a; sid_0=b; other=c"));
+    let cleared: Vec<Cookie<'static>> = codec.clear(&request).iter().map(parse).collect();
+    let described: Vec<(String, Option<String>)> = cleared
+        .iter()
+        .map(|c| (c.name().to_string(), c.domain().map(str::to_string)))
+        .collect();
+    let domain = Some("corp.example".to_string());
+    assert_eq!(
+        described,
+        [
+            ("sid".to_string(), domain.clone()),
+            ("sid_0".to_string(), domain),
+            ("sid".to_string(), None),
+            ("sid_0".to_string(), None),
+        ]
+    );
+    assert!(cleared
+        .iter()
+        .all(|c| c.max_age() == Some(CookieDuration::ZERO)));
+    // Without a domain, no second round.
+    let host_only = SessionCookies::new(settings("sid"), &SECRET, &[]).unwrap();
+    assert_eq!(host_only.clear(&request).len(), 2);
+}
+
 #[test]
 fn large_session_is_chunked_and_joined() {
     let codec = codec();

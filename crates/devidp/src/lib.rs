@@ -395,6 +395,9 @@ async fn accept_loop(
 }
 
 async fn serve_connection(stream: TcpStream, shared: Arc<Shared>) {
+    // Answers go out at once: with Nagle's algorithm a response written in two parts waits for the
+    // client's delayed acknowledgement, which would pace every login.
+    let _ = stream.set_nodelay(true);
     let service = service_fn(move |request| {
         let shared = Arc::clone(&shared);
         async move { Ok::<_, Infallible>(handlers::handle(&shared, request).await) }

@@ -9,7 +9,7 @@ use portcullis::config::Config;
 
 /// mimalloc: connection buffers, request futures and log lines come and go by the thousand, and
 /// glibc's allocator spends its time on them at a thousand connections (with the access log on, a
-/// third fewer requests per second at c1000; README, Performance).
+/// third fewer requests per second at c1000; benches/README.md).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -155,33 +155,15 @@ pub fn callback_query(data: &[u8]) {
     }
 }
 
-/// The JWS/JWT header and claims parser, then the claim checks as if the signature had verified.
-/// The first byte chooses between a token as given and one built from two JSON documents (header
-/// and claims, split at a NUL), which reaches the checks far more often.
+/// The JWS/JWT header and claims parser, then the claim checks as if the signature had verified;
+/// the token comes from [`compact_jws`].
 pub fn jws(data: &[u8]) {
     use crate::oidc::id_token::{Expectations, UnverifiedIdToken};
     use crate::oidc::{KeySet, Nonce};
     use jsonwebtoken::Algorithm;
 
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(token) = compact_jws(data) else {
         return;
-    };
-    let token = if mode % 2 == 0 {
-        let Ok(text) = std::str::from_utf8(rest) else {
-            return;
-        };
-        text.to_string()
-    } else {
-        let mut parts = rest.splitn(3, |&b| b == 0);
-        let header = parts.next().unwrap_or_default();
-        let claims = parts.next().unwrap_or_default();
-        let signature = parts.next().unwrap_or_default();
-        format!(
-            "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims),
-            URL_SAFE_NO_PAD.encode(signature)
-        )
     };
     let Ok(parsed) = UnverifiedIdToken::parse(&token) else {
         return;
@@ -234,8 +216,22 @@ pub fn jws(data: &[u8]) {
     assert!(time("iat").is_some_and(|iat| iat <= (now + 60) as f64));
 }
 
+/// A compact JWS from fuzz input: the first byte chooses between the rest as the token's text and
+/// a token built from up to three parts split at NULs (header, claims, signature), base64url-encoded,
+/// which reaches the claim checks far more often.
+fn compact_jws(data: &[u8]) -> Option<String> {
+    let (&mode, rest) = data.split_first()?;
+    if mode % 2 == 0 {
+        return std::str::from_utf8(rest).ok().map(str::to_string);
+    }
+    let mut parts = rest.splitn(3, |&b| b == 0);
+    let mut part = || URL_SAFE_NO_PAD.encode(parts.next().unwrap_or_default());
+    let (header, claims, signature) = (part(), part(), part());
+    Some(format!("{header}.{claims}.{signature}"))
+}
+
 /// The back-channel logout token (OpenID Connect Back-Channel Logout 1.0, section 2.6) on a token
-/// built as for [`jws`], its claims checked as if the signature had verified. An accepted token
+/// from [`compact_jws`], its claims checked as if the signature had verified. An accepted token
 /// must be from our issuer for us, recent, a logout event without a nonce, and name a session.
 pub fn logout_token(data: &[u8]) {
     use crate::oidc::jws::UnverifiedJws;
@@ -244,25 +240,8 @@ pub fn logout_token(data: &[u8]) {
     };
     use crate::oidc::KeySet;
 
-    let Some((&mode, rest)) = data.split_first() else {
+    let Some(token) = compact_jws(data) else {
         return;
-    };
-    let token = if mode % 2 == 0 {
-        let Ok(text) = std::str::from_utf8(rest) else {
-            return;
-        };
-        text.to_string()
-    } else {
-        let mut parts = rest.splitn(3, |&b| b == 0);
-        let header = parts.next().unwrap_or_default();
-        let claims = parts.next().unwrap_or_default();
-        let signature = parts.next().unwrap_or_default();
-        format!(
-            "{}.{}.{}",
-            URL_SAFE_NO_PAD.encode(header),
-            URL_SAFE_NO_PAD.encode(claims),
-            URL_SAFE_NO_PAD.encode(signature)
-        )
     };
     let Ok(parsed) = UnverifiedJws::parse(&token) else {
         return;

@@ -11,15 +11,14 @@
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE};
 use serde_json::{Map, Value};
 use url::form_urlencoded;
 use url::Url;
 
 use super::access_token::{audience_accepted, check_times, subject, AccessTokenError};
 use super::jws::truncate;
-use super::token::{client_authentication, ClientCredentials};
-use super::{json_object, to_uri, AccessToken};
+use super::token::{client_request, ClientCredentials};
+use super::{json_object, AccessToken};
 
 /// Why an introspection failed or its answer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -76,17 +75,7 @@ pub fn introspection_request(
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("token", token.secret())
         .append_pair("token_type_hint", "access_token");
-    let authorization = client_authentication(&mut form, creds, client_id, endpoint, now)
-        .map_err(IntrospectionError::Request)?;
-    let mut builder = http::Request::post(to_uri(endpoint).map_err(IntrospectionError::Request)?)
-        .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-        .header(ACCEPT, "application/json");
-    if let Some(value) = authorization {
-        builder = builder.header(AUTHORIZATION, value);
-    }
-    builder
-        .body(Bytes::from(form.finish()))
-        .map_err(|e| IntrospectionError::Request(e.to_string()))
+    client_request(endpoint, client_id, form, creds, now).map_err(IntrospectionError::Request)
 }
 
 /// Reads an introspection answer (RFC 7662 section 2.2) and checks it.
@@ -149,6 +138,7 @@ mod tests {
     use super::*;
     use crate::oidc::testutil::response as resp;
     use crate::oidc::ClientSecret;
+    use http::header::{AUTHORIZATION, CONTENT_TYPE};
     use serde_json::json;
     use std::collections::HashMap;
 

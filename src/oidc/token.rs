@@ -254,6 +254,7 @@ pub fn token_request(
         form.append_pair("code_verifier", v.secret());
     }
     client_request(ex.token_endpoint, ex.client_id, form, creds, now)
+        .map_err(ExchangeError::Request)
 }
 
 /// Builds the refresh request (RFC 6749 section 6): `grant_type=refresh_token` with the configured
@@ -268,20 +269,20 @@ pub fn refresh_request(
     let mut form = form_urlencoded::Serializer::new(String::new());
     form.append_pair("grant_type", "refresh_token")
         .append_pair("refresh_token", refresh_token.secret());
-    client_request(token_endpoint, client_id, form, creds, now)
+    client_request(token_endpoint, client_id, form, creds, now).map_err(ExchangeError::Request)
 }
 
-/// A form POST to `endpoint` carrying `form` plus the client authentication.
-fn client_request(
+/// A form POST to `endpoint` carrying `form` plus the client authentication (token exchange,
+/// refresh, introspection).
+pub(super) fn client_request(
     endpoint: &Url,
     client_id: &str,
     mut form: form_urlencoded::Serializer<'_, String>,
     creds: &ClientCredentials,
     now: SystemTime,
-) -> Result<http::Request<Bytes>, ExchangeError> {
-    let authorization = client_authentication(&mut form, creds, client_id, endpoint, now)
-        .map_err(ExchangeError::Request)?;
-    let mut builder = http::Request::post(to_uri(endpoint).map_err(ExchangeError::Request)?)
+) -> Result<http::Request<Bytes>, String> {
+    let authorization = client_authentication(&mut form, creds, client_id, endpoint, now)?;
+    let mut builder = http::Request::post(to_uri(endpoint)?)
         .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
         .header(ACCEPT, "application/json");
     if let Some(value) = authorization {
@@ -289,7 +290,7 @@ fn client_request(
     }
     builder
         .body(Bytes::from(form.finish()))
-        .map_err(|e| ExchangeError::Request(e.to_string()))
+        .map_err(|e| e.to_string())
 }
 
 /// Keeps provider-supplied text fit for a log line and an error page: printable characters

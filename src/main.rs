@@ -7,11 +7,13 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use portcullis::config::Config;
 
-/// mimalloc: connection buffers, request futures and log lines come and go by the thousand, and
+/// jemalloc: connection buffers, request futures and log lines come and go by the thousand, and
 /// glibc's allocator spends its time on them at a thousand connections (with the access log on, a
-/// third fewer requests per second at c1000; benches/README.md).
+/// third fewer requests per second at c1000; benches/README.md). Built with background threads, it
+/// hands freed pages back to the system within about ten seconds (its dirty-page decay) even when
+/// no request arrives to trigger it, so memory returns to the idle figure after a burst.
 #[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 #[derive(Parser)]
 #[command(

@@ -35,6 +35,7 @@ H2_CLIENTS=${H2_CLIENTS:-10}
 H2_STREAMS=${H2_STREAMS:-10}
 LOGINS=${LOGINS:-1000}        # per gateway and round
 LOGIN_CONCURRENCY=${LOGIN_CONCURRENCY:-4}
+SIGNING_ALG=${SIGNING_ALG:-ES256}   # the provider's id_token signature: ES256, or RS256 (the provider's CPU then bounds the logins)
 PORTCULLIS=${PORTCULLIS:-target/release/portcullis}
 HELPER=${HELPER:-target/release/examples/bench_login}
 APACHE_MODULES=${APACHE_MODULES:-/usr/lib/apache2/modules}
@@ -386,7 +387,7 @@ start_nginx forward-auth; NGXFA_PID=$NGINX_PID
 start_nginx auth202; AUTH202_PID=$NGINX_PID
 # The provider reads its stdin until it closes: a FIFO held open by this script.
 mkfifo "$WORK/provider.in"
-taskset -c "$CLIENT_CPU" "$HELPER" provider "$PROV_PORT" \
+SIGNING_ALG=$SIGNING_ALG taskset -c "$CLIENT_CPU" "$HELPER" provider "$PROV_PORT" \
   "http://127.0.0.1:$GW_PORT/oauth2/callback,http://127.0.0.1:$GWR_PORT/oauth2/callback" \
   "$CLIENT_ID" "$CLIENT_SECRET" \
   "$AP_REDIRECT_URI" "$AP_CLIENT_ID" "$AP_CLIENT_SECRET" \

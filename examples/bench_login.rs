@@ -5,7 +5,8 @@
 //! bench_login provider PORT REDIRECT_URIS CLIENT_ID CLIENT_SECRET [REDIRECT_URIS CLIENT_ID CLIENT_SECRET]...
 //!     Serve the development provider on 127.0.0.1:PORT until stdin closes, with one client
 //!     (client_secret_basic) per group of three arguments; REDIRECT_URIS is a comma-separated list
-//!     (one per gateway under test that uses that client).
+//!     (one per gateway under test that uses that client). The environment variable
+//!     `SIGNING_ALG` chooses how it signs id_tokens: `RS256` (the default) or `ES256`.
 //! bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS
 //!     Perform COUNT full logins (gateway -> provider form -> callback), CONCURRENCY at a time, stopping
 //!     early after TIME_LIMIT_SECS. Prints `cookie=<Cookie header of the last session>` and
@@ -22,7 +23,9 @@
 
 use std::time::{Duration, Instant};
 
-use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile};
+use devidp::{
+    DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, SigningAlgorithm,
+};
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -65,6 +68,11 @@ fn main() -> Result<(), Error> {
 }
 
 async fn provider(port: u16, clients: Vec<DevClient>) -> Result<(), Error> {
+    let signing_algorithm = match std::env::var("SIGNING_ALG").as_deref() {
+        Err(_) | Ok("RS256") => SigningAlgorithm::Rs256,
+        Ok("ES256") => SigningAlgorithm::Es256,
+        Ok(other) => return Err(format!("SIGNING_ALG={other}: RS256 or ES256").into()),
+    };
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     let provider = DevProvider::start(
         listener,
@@ -72,6 +80,7 @@ async fn provider(port: u16, clients: Vec<DevClient>) -> Result<(), Error> {
             clients,
             profile: Profile::Standard,
             issue_refresh_token: false,
+            signing_algorithm,
             ..Default::default()
         },
     )

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use devidp::{Misbehavior, Profile, DEMO_USERS};
+use devidp::{DevProviderOptions, Misbehavior, Profile, SigningAlgorithm, DEMO_USERS};
 
 use crate::browser::*;
 use crate::support::*;
@@ -107,6 +107,42 @@ async fn full_login_with_private_key_jwt() {
         ..Default::default()
     })
     .await;
+}
+
+#[tokio::test]
+async fn full_login_against_a_provider_signing_with_es256() {
+    let s = full_login(StackOptions {
+        provider: DevProviderOptions {
+            signing_algorithm: SigningAlgorithm::Es256,
+            ..Default::default()
+        },
+        ..Default::default()
+    })
+    .await;
+    // The provider really signed with ES256: its discovery and JWKS say so.
+    let client = reqwest::Client::new();
+    let meta: serde_json::Value = client
+        .get(format!(
+            "{}/.well-known/openid-configuration",
+            s.provider.issuer()
+        ))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(meta["id_token_signing_alg_values_supported"][0], "ES256");
+    let jwks: serde_json::Value = client
+        .get(meta["jwks_uri"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(jwks["keys"][0]["kty"], "EC");
+    assert_eq!(jwks["keys"][0]["crv"], "P-256");
 }
 
 #[tokio::test]

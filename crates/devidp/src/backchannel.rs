@@ -12,7 +12,7 @@ use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST};
 use http_body_util::Full;
 use hyper_util::rt::TokioIo;
-use jsonwebtoken::{Algorithm, Header};
+use jsonwebtoken::Header;
 use serde_json::{json, Value};
 
 use super::keys::random_token;
@@ -62,7 +62,7 @@ pub(crate) fn claims(
 /// `claims` signed with the provider's current key, as a logout token.
 pub(crate) fn sign(shared: &Shared, claims: &Value) -> io::Result<String> {
     let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-    let mut header = Header::new(Algorithm::RS256);
+    let mut header = Header::new(keys.current.alg);
     header.kid = Some(keys.current.kid.clone());
     header.typ = Some("logout+jwt".into());
     jsonwebtoken::encode(&header, claims, &keys.current.encoding)

@@ -1,21 +1,21 @@
 //! Signing keys of the development provider, the JWKS it publishes, and key helpers for tests.
 //!
-//! RSA 2048 keys come from aws-lc-rs. jsonwebtoken's `EncodingKey::from_rsa_der` wants a PKCS#1
+//! RSA 2048 (RS256) or P-256 (ES256) keys come from aws-lc-rs. jsonwebtoken's `EncodingKey::from_rsa_der` wants a PKCS#1
 //! `RSAPrivateKey`, while aws-lc-rs exports PKCS#8 only, so the key goes through a PKCS#8 PEM
-//! (`from_rsa_pem` unwraps PKCS#8 itself): no hand-written DER surgery.
+//! (`from_rsa_pem` unwraps PKCS#8 itself): no hand-written DER surgery. EC keys go in as PKCS#8 DER.
 //! With the `misbehavior` feature, a second "rogue" key, never published, lets the provider sign with
 //! a key the JWKS lacks.
 
 use aws_lc_rs::encoding::{AsDer, Pkcs8V1Der, PublicKeyX509Der};
 use aws_lc_rs::rsa::{KeyPair, KeySize, PublicKeyComponents};
-use aws_lc_rs::signature::KeyPair as _;
+use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use aws_lc_rs::{digest, rand};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use jsonwebtoken::EncodingKey;
+use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{json, Value};
 
-use super::Profile;
+use super::{Profile, SigningAlgorithm};
 
 /// Key generation or conversion failed (aws-lc-rs reports no detail).
 #[derive(Debug, thiserror::Error)]
@@ -28,13 +28,21 @@ impl From<KeyError> for std::io::Error {
     }
 }
 
-/// One RSA signing key with everything the provider publishes about it.
+/// The public half of a signing key as the JWK carries it (base64url).
+enum PublicJwk {
+    /// Modulus and exponent (RFC 7518 section 6.3.1).
+    Rsa { n: String, e: String },
+    /// P-256 point coordinates (RFC 7518 section 6.2.1).
+    P256 { x: String, y: String },
+}
+
+/// One signing key with everything the provider publishes about it.
 pub(crate) struct SigningKey {
     pub(crate) kid: String,
+    /// The JWS `alg` it signs with.
+    pub(crate) alg: Algorithm,
     pub(crate) encoding: EncodingKey,
-    /// Base64url modulus and exponent, as in the JWK.
-    pub(crate) n: String,
-    pub(crate) e: String,
+    public: PublicJwk,
     /// SHA-1 thumbprint (base64url). There is no certificate, so it is taken over the key's
     /// SubjectPublicKeyInfo; it only needs to look like Asgardeo's header.
     pub(crate) x5t: String,
@@ -54,40 +62,78 @@ impl std::fmt::Debug for SigningKey {
 }
 
 impl SigningKey {
-    /// A fresh key with a fresh kid in the style of `profile`.
-    pub(crate) fn generate(profile: Profile) -> Result<Self, KeyError> {
-        let pair = KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError("RSA generate"))?;
-        let pkcs8: Pkcs8V1Der<'static> = pair.as_der().map_err(|_| KeyError("PKCS#8 export"))?;
-        let encoding = EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
-            .map_err(|_| KeyError("PKCS#8 import"))?;
-        let components: PublicKeyComponents<Vec<u8>> = pair.public_key().into();
-        let spki: PublicKeyX509Der<'static> = pair
-            .public_key()
-            .as_der()
-            .map_err(|_| KeyError("SPKI export"))?;
+    /// A fresh key for `alg` with a fresh kid in the style of `profile`.
+    pub(crate) fn generate(profile: Profile, alg: SigningAlgorithm) -> Result<Self, KeyError> {
+        let (alg, encoding, public, spki) = match alg {
+            SigningAlgorithm::Rs256 => {
+                let pair =
+                    KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError("RSA generate"))?;
+                let pkcs8: Pkcs8V1Der<'static> =
+                    pair.as_der().map_err(|_| KeyError("PKCS#8 export"))?;
+                let encoding =
+                    EncodingKey::from_rsa_pem(pem("PRIVATE KEY", pkcs8.as_ref()).as_bytes())
+                        .map_err(|_| KeyError("PKCS#8 import"))?;
+                let components: PublicKeyComponents<Vec<u8>> = pair.public_key().into();
+                let spki: PublicKeyX509Der<'static> = pair
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| KeyError("SPKI export"))?;
+                let public = PublicJwk::Rsa {
+                    n: URL_SAFE_NO_PAD.encode(&components.n),
+                    e: URL_SAFE_NO_PAD.encode(&components.e),
+                };
+                (Algorithm::RS256, encoding, public, spki)
+            }
+            SigningAlgorithm::Es256 => {
+                let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
+                    .map_err(|_| KeyError("EC generate"))?;
+                let pkcs8 = pair.to_pkcs8v1().map_err(|_| KeyError("PKCS#8 export"))?;
+                let encoding = EncodingKey::from_ec_der(pkcs8.as_ref());
+                // The uncompressed point: 0x04, then X and Y of 32 bytes each.
+                let point = pair.public_key().as_ref();
+                let (Some(x), Some(y)) = (point.get(1..33), point.get(33..65)) else {
+                    return Err(KeyError("EC public point"));
+                };
+                let public = PublicJwk::P256 {
+                    x: URL_SAFE_NO_PAD.encode(x),
+                    y: URL_SAFE_NO_PAD.encode(y),
+                };
+                let spki: PublicKeyX509Der<'static> = pair
+                    .public_key()
+                    .as_der()
+                    .map_err(|_| KeyError("SPKI export"))?;
+                (Algorithm::ES256, encoding, public, spki)
+            }
+        };
         let x5t = URL_SAFE_NO_PAD
             .encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki.as_ref()).as_ref());
         // Asgardeo's kids are a thumbprint followed by `_RS256`.
         let kid = match profile {
             Profile::Standard => format!("dev-{}", random_token(9)?),
-            Profile::Asgardeo => format!("{}_RS256", hex(&random_bytes::<20>()?)),
+            Profile::Asgardeo => format!("{}_{alg:?}", hex(&random_bytes::<20>()?)),
         };
         Ok(SigningKey {
             kid,
+            alg,
             encoding,
-            n: URL_SAFE_NO_PAD.encode(&components.n),
-            e: URL_SAFE_NO_PAD.encode(&components.e),
+            public,
             x5t,
             #[cfg(any(test, feature = "misbehavior"))]
             public_pem: pem("PUBLIC KEY", spki.as_ref()),
         })
     }
 
-    /// The public JWK (RFC 7517 section 4, RFC 7518 section 6.3.1).
+    /// The public JWK (RFC 7517 section 4, RFC 7518 section 6).
     pub(crate) fn jwk(&self, profile: Profile) -> Value {
-        let mut jwk = json!({
-            "kty": "RSA", "kid": self.kid, "use": "sig", "alg": "RS256", "n": self.n, "e": self.e,
-        });
+        let alg = format!("{:?}", self.alg);
+        let mut jwk = match &self.public {
+            PublicJwk::Rsa { n, e } => json!({
+                "kty": "RSA", "kid": self.kid, "use": "sig", "alg": alg, "n": n, "e": e,
+            }),
+            PublicJwk::P256 { x, y } => json!({
+                "kty": "EC", "crv": "P-256", "kid": self.kid, "use": "sig", "alg": alg, "x": x, "y": y,
+            }),
+        };
         if profile == Profile::Asgardeo {
             jwk["x5t"] = Value::String(self.x5t.clone());
         }
@@ -103,11 +149,11 @@ pub(crate) struct KeySet {
 }
 
 impl KeySet {
-    pub(crate) fn generate(profile: Profile) -> Result<Self, KeyError> {
+    pub(crate) fn generate(profile: Profile, alg: SigningAlgorithm) -> Result<Self, KeyError> {
         Ok(KeySet {
-            current: SigningKey::generate(profile)?,
+            current: SigningKey::generate(profile, alg)?,
             #[cfg(feature = "misbehavior")]
-            rogue: SigningKey::generate(profile)?,
+            rogue: SigningKey::generate(profile, alg)?,
         })
     }
 
@@ -195,7 +241,8 @@ mod tests {
 
     #[test]
     fn generated_key_signs_and_jwk_verifies() {
-        let key = SigningKey::generate(Profile::Standard).map_err(|e| e.to_string());
+        let key = SigningKey::generate(Profile::Standard, SigningAlgorithm::Rs256)
+            .map_err(|e| e.to_string());
         let Ok(key) = key else { panic!("{key:?}") };
         let claims = C {
             sub: "x".into(),
@@ -222,8 +269,48 @@ mod tests {
     }
 
     #[test]
+    fn es256_key_signs_and_its_jwk_verifies() {
+        let Ok(key) = SigningKey::generate(Profile::Standard, SigningAlgorithm::Es256) else {
+            panic!("keygen")
+        };
+        assert_eq!(key.alg, Algorithm::ES256);
+        let claims = C {
+            sub: "x".into(),
+            exp: jsonwebtoken::get_current_timestamp() + 60,
+        };
+        let Ok(token) =
+            jsonwebtoken::encode(&Header::new(Algorithm::ES256), &claims, &key.encoding)
+        else {
+            panic!("sign failed")
+        };
+        let jwk = key.jwk(Profile::Standard);
+        assert_eq!(jwk["kty"], "EC");
+        assert_eq!(jwk["crv"], "P-256");
+        assert_eq!(jwk["alg"], "ES256");
+        let x = jwk["x"].as_str().unwrap_or_default();
+        let y = jwk["y"].as_str().unwrap_or_default();
+        assert_eq!((x.len(), y.len()), (43, 43)); // 32 bytes each
+        let Ok(dk) = DecodingKey::from_ec_components(x, y) else {
+            panic!("jwk")
+        };
+        assert!(decode::<C>(&token, &dk, &Validation::new(Algorithm::ES256)).is_ok());
+        // Another key's JWK does not verify it.
+        let Ok(other) = SigningKey::generate(Profile::Standard, SigningAlgorithm::Es256) else {
+            panic!("keygen")
+        };
+        let o = other.jwk(Profile::Standard);
+        let Ok(odk) = DecodingKey::from_ec_components(
+            o["x"].as_str().unwrap_or_default(),
+            o["y"].as_str().unwrap_or_default(),
+        ) else {
+            panic!("jwk")
+        };
+        assert!(decode::<C>(&token, &odk, &Validation::new(Algorithm::ES256)).is_err());
+    }
+
+    #[test]
     fn asgardeo_kid_and_x5t() {
-        let Ok(key) = SigningKey::generate(Profile::Asgardeo) else {
+        let Ok(key) = SigningKey::generate(Profile::Asgardeo, SigningAlgorithm::Rs256) else {
             panic!("keygen")
         };
         assert!(key.kid.ends_with("_RS256"));

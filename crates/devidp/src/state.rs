@@ -15,7 +15,7 @@ use super::store::{Bounded, Clock};
 use super::users::DemoUser;
 #[cfg(feature = "misbehavior")]
 use super::Misbehavior;
-use super::{DevClientAuth, DevProviderOptions, Profile, PublicOrigins};
+use super::{DevClientAuth, DevProviderOptions, Profile, PublicOrigins, SigningAlgorithm};
 
 /// A pending login lives this long between the authorize request and the form post.
 pub(crate) const LOGIN_TTL: u64 = 600;
@@ -251,6 +251,7 @@ pub(crate) struct Counters {
 
 pub(crate) struct Shared {
     pub(crate) profile: Profile,
+    pub(crate) signing_algorithm: SigningAlgorithm,
     pub(crate) urls: Urls,
     pub(crate) clients: Vec<RegisteredClient>,
     pub(crate) issue_refresh_token: bool,
@@ -296,13 +297,17 @@ impl Shared {
         }
         Ok(Shared {
             profile: options.profile,
+            signing_algorithm: options.signing_algorithm,
             urls: Urls::new(addr, options.profile, options.public_origins.as_ref()),
             clients,
             issue_refresh_token: options.issue_refresh_token,
             access_token_audience: options.access_token_audience,
             userinfo_only_claims: options.userinfo_only_claims,
             extra_claims: options.extra_claims,
-            keys: RwLock::new(KeySet::generate(options.profile)?),
+            keys: RwLock::new(KeySet::generate(
+                options.profile,
+                options.signing_algorithm,
+            )?),
             #[cfg(feature = "misbehavior")]
             misbehavior: Mutex::new(Misbehavior::None),
             #[cfg(feature = "misbehavior")]

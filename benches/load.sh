@@ -649,7 +649,8 @@ spread() { # samples [scale]: median (min-max), each divided by scale, at most 3
       m = NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2
       if (NR == 1) print f(m); else printf "%s (%s-%s)\n", f(m), f(a[1]), f(a[NR]) }'
 }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.2f", a / b}'; }
+# Three decimals, so that a target is never met by rounding (0.899 is not 0.9).
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN {if (a == "-" || b == "-" || b + 0 == 0) print "-"; else printf "%.3f", a / b}'; }
 # ratio of the medians of two rows' samples
 mratio() { ratio "$(median "$1")" "$(median "$2")"; }
 mib() { spread "$1" 1024; }

@@ -169,33 +169,75 @@ pub(crate) async fn handle(
     // A request with a bearer token is a program's, when bearer tokens are credentials at all.
     let api = is_api_request(&req)
         || (snap.config.api.is_some() && crate::bearer::token(req.headers()).is_some());
-    let mut noted = Record::default();
-    let mut response = match run(cx, &conn, listener, &uri, req, &mut noted).await {
+    let mut flight = InFlight {
+        cx,
+        request_id,
+        method,
+        uri,
+        started,
+        noted: Record::default(),
+        answered: false,
+    };
+    let mut response = match run(cx, &conn, listener, &flight.uri, req, &mut flight.noted).await {
         Ok(response) => response,
         Err(Answer::Respond(response)) => *response,
         Err(Answer::Fail(e)) => {
-            noted.upstream_error = e.upstream;
+            flight.noted.upstream_error = e.upstream;
             // The failure's log line names the request, as its access line does (a span only on
             // this path: a request that succeeds pays nothing for it).
-            let _request =
-                tracing::info_span!("request", request_id = request_id.to_str().unwrap_or("-"))
-                    .entered();
+            let _request = tracing::info_span!(
+                "request",
+                request_id = flight.request_id.to_str().unwrap_or("-")
+            )
+            .entered();
             e.into_response(api)
         }
     };
     response
         .headers_mut()
-        .insert(X_REQUEST_ID, request_id.clone());
-    record(
-        cx,
-        &noted,
-        &request_id,
-        &method,
-        &uri,
-        response.status(),
-        started,
-    );
+        .insert(X_REQUEST_ID, flight.request_id.clone());
+    flight.record(response.status().as_u16());
     response
+}
+
+/// Status recorded for a request whose client went away before its response head was ready (the
+/// connection closed, or an HTTP/2 stream was reset): nginx's "client closed request".
+pub const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// A request between its first phase and its answer. When the client goes away first, hyper drops
+/// the request's future and with it this value, which then records the request as
+/// [`CLIENT_CLOSED_REQUEST`]: every request gets its access line and its count, answered or not.
+struct InFlight<'a> {
+    cx: Ctx<'a>,
+    request_id: HeaderValue,
+    method: Method,
+    uri: Uri,
+    started: Instant,
+    noted: Record,
+    answered: bool,
+}
+
+impl InFlight<'_> {
+    fn record(&mut self, status: u16) {
+        self.answered = true;
+        record(
+            self.cx,
+            &self.noted,
+            &self.request_id,
+            &self.method,
+            &self.uri,
+            status,
+            self.started,
+        );
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.record(CLIENT_CLOSED_REQUEST);
+        }
+    }
 }
 
 /// The phases in order.
@@ -663,12 +705,12 @@ fn record(
     request_id: &HeaderValue,
     method: &Method,
     uri: &Uri,
-    status: StatusCode,
+    status: u16,
     started: Instant,
 ) {
     let duration = started.elapsed();
     let metrics = &cx.rt.metrics;
-    metrics.request(noted.policy, method, status.as_u16(), duration);
+    metrics.request(noted.policy, method, status, duration);
     if let Some(kind) = noted.upstream_error {
         metrics.upstream_error(kind);
     }
@@ -677,7 +719,7 @@ fn record(
             request_id,
             method,
             path: uri.path(),
-            status: status.as_u16(),
+            status,
             duration,
             upstream: noted.upstream,
             sub: noted.identity.as_deref().and_then(|a| a.session.sub()),

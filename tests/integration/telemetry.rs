@@ -594,6 +594,54 @@ async fn the_access_log_has_a_line_per_request_unless_turned_off() {
     );
 }
 
+#[tokio::test]
+async fn a_request_whose_client_leaves_before_the_answer_is_logged_and_counted_as_499() {
+    logs();
+    let up = TestUpstream::start("app").await;
+    let gw = gateway(&gateway_toml(
+        &up.url(),
+        "[[routes]]\npath = \"^/hold$\"\npolicy = \"public\"\n",
+    ))
+    .await;
+    let addr = gw.addr();
+    let id = format!("left-{}", addr.port());
+    let before = scrape(addr).await;
+    // The upstream holds the request; the client closes its connection meanwhile.
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(
+        format!("GET /hold HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Request-Id: {id}\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    up.hold_arrived.notified().await;
+    drop(conn);
+    let line = |text: &str| text.lines().find(|l| l.contains(&id)).map(str::to_string);
+    assert!(
+        eventually(Duration::from_secs(5), || line(&log_text()).is_some()).await,
+        "no access line for the abandoned request"
+    );
+    let line = line(&log_text()).unwrap_or_default();
+    for part in [
+        "portcullis::access",
+        "path=\"/hold\"",
+        "status=499",
+        "duration_ms=",
+    ] {
+        assert!(line.contains(part), "{part} not in {line}");
+    }
+    let after = scrape(addr).await;
+    assert_eq!(
+        after[&requests("public", "4xx", "GET")] - before[&requests("public", "4xx", "GET")],
+        1.0,
+        "the abandoned request is counted once, as a 4xx"
+    );
+    assert_eq!(
+        after[&requests("public", "2xx", "GET")],
+        before[&requests("public", "2xx", "GET")]
+    );
+    up.release();
+}
+
 /// The real binary, its stdout and stderr kept whole.
 struct LoggedGateway {
     child: Child,

@@ -41,8 +41,9 @@ HELPER=${HELPER:-target/release/examples/bench_login}
 APACHE_MODULES=${APACHE_MODULES:-/usr/lib/apache2/modules}
 APACHE_SHM_MAX=${APACHE_SHM_MAX:-}   # mod_auth_openidc's OIDCCacheShmMax; unset: its default (500 entries)
 
-log() { echo "load.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+SCRIPT=load.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 # Seconds in a duration such as 10s, 2m or 10 (wrk and h2load take the same forms).
 seconds_of() {
@@ -99,35 +100,8 @@ NGINX_NOFILE=$((2 * NGINX_CONNECTIONS < NOFILE ? 2 * NGINX_CONNECTIONS : NOFILE)
 WORK=$(mktemp -d /tmp/portcullis-load.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  if [ "${KEEP_WORK:-0}" = 1 ]; then log "configurations and logs kept in $WORK"; else rm -rf "$WORK"; fi
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
-
-free_port() {
-  local port
-  for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      if ! grep -q "$(printf ':%04X ' "$port")" /proc/net/tcp 2>/dev/null; then echo "$port"; return; fi
-    fi
-  done
-  die "no free port found"
-}
-
-# Wait (at most ~10 s) until `curl URL` answers with status $2.
-wait_status() {
-  local url=$1 want=$2 got
-  for _ in $(seq 1 100); do
-    got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
-    [ "$got" = "$want" ] && return 0
-    sleep 0.1
-  done
-  die "$url did not answer $want (last: $got)"
-}
 
 # The given processes and their children (nginx: master and worker; Apache: parent and children).
 proc_tree() {

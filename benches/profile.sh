@@ -10,6 +10,9 @@
 # Read the result with `callgrind_annotate --inclusive=yes target/profile/NAME.cg.1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+SCRIPT=profile.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 NAME=${1:-gateway}
 BIN=target/release/portcullis
 LOGIN=target/release/examples/bench_login
@@ -18,35 +21,25 @@ for tool in valgrind callgrind_control callgrind_annotate nginx wrk curl; do
 done
 [[ -x $BIN && -x $LOGIN ]] || { echo "profile.sh: build $BIN and $LOGIN first" >&2; exit 1; }
 
-W=$(mktemp -d /tmp/portcullis-profile.XXXXXX)
+WORK=$(mktemp -d /tmp/portcullis-profile.XXXXXX)
 OUT=target/profile
 mkdir -p "$OUT"
 rm -f "$OUT/$NAME".cg*
 PIDS=()
-cleanup() { kill "${PIDS[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$W"; }
 trap cleanup EXIT
 
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then echo "$port"; return; fi
-  done
-  echo "profile.sh: no free port" >&2
-  exit 1
-}
 UP=$(free_port); GW=$(free_port); PV=$(free_port)
 
-cat >"$W/up.conf" <<CONF
-worker_processes 1; daemon off; pid $W/up.pid; error_log $W/err.log warn;
+cat >"$WORK/up.conf" <<CONF
+worker_processes 1; daemon off; pid $WORK/up.pid; error_log $WORK/err.log warn;
 events {}
 http {
   access_log off; keepalive_requests 1000000;
-  client_body_temp_path $W/b; proxy_temp_path $W/p; fastcgi_temp_path $W/f; uwsgi_temp_path $W/u; scgi_temp_path $W/s;
+  client_body_temp_path $WORK/b; proxy_temp_path $WORK/p; fastcgi_temp_path $WORK/f; uwsgi_temp_path $WORK/u; scgi_temp_path $WORK/s;
   server { listen 127.0.0.1:$UP; location / { return 200 'portcullis load benchmark: a small response from the upstream, about one hundred bytes long!!\n'; } }
 }
 CONF
-cat >"$W/gw.toml" <<CONF
+cat >"$WORK/gw.toml" <<CONF
 [server]
 listen = "127.0.0.1:$GW"
 public_url = "http://127.0.0.1:$GW"
@@ -67,15 +60,15 @@ secret = "$(head -c 32 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
 access_log = false   # like the upstream's "access_log off": the request path, not log writing
 CONF
 
-nginx -e "$W/err.log" -p "$W" -c "$W/up.conf" & PIDS+=($!)
-mkfifo "$W/in"
-"$LOGIN" provider "$PV" "http://127.0.0.1:$GW/oauth2/callback" bench bench-secret <"$W/in" >/dev/null 2>&1 & PIDS+=($!)
-exec 7>"$W/in"
-valgrind --tool=callgrind --callgrind-out-file="$OUT/$NAME.cg" "$BIN" --config "$W/gw.toml" 2>"$W/gw.log" &
+nginx -e "$WORK/err.log" -p "$WORK" -c "$WORK/up.conf" & PIDS+=($!)
+mkfifo "$WORK/in"
+"$LOGIN" provider "$PV" "http://127.0.0.1:$GW/oauth2/callback" bench bench-secret <"$WORK/in" >/dev/null 2>&1 & PIDS+=($!)
+exec 7>"$WORK/in"
+valgrind --tool=callgrind --callgrind-out-file="$OUT/$NAME.cg" "$BIN" --config "$WORK/gw.toml" 2>"$WORK/gw.log" &
 GW_PID=$!; PIDS+=("$GW_PID")
 for _ in $(seq 1 300); do curl -sf -o /dev/null "http://127.0.0.1:$GW/readyz" && break; sleep 0.2; done
 COOKIE=$("$LOGIN" login "http://127.0.0.1:$GW" / 1 1 30 | sed -n 's/^cookie=//p')
-[[ -n $COOKIE ]] || { echo "profile.sh: the login failed" >&2; cat "$W/gw.log" >&2; exit 1; }
+[[ -n $COOKIE ]] || { echo "profile.sh: the login failed" >&2; cat "$WORK/gw.log" >&2; exit 1; }
 STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$GW/")
 [[ $STATUS == 200 ]] || { echo "profile.sh: the session cookie got $STATUS" >&2; exit 1; }
 
@@ -83,11 +76,11 @@ STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127
 wrk -t1 -c4 -d2s -H "Cookie: $COOKIE" "http://127.0.0.1:$GW/" >/dev/null
 callgrind_control -z "$GW_PID" >/dev/null 2>&1
 wrk -t1 -c"${CONNS:-4}" -d"${DURATION:-5s}" -H "Cookie: $COOKIE" -H 'Accept: text/html' \
-  "http://127.0.0.1:$GW/" >"$W/wrk.out"
+  "http://127.0.0.1:$GW/" >"$WORK/wrk.out"
 callgrind_control -d "$GW_PID" >/dev/null 2>&1
 sleep 1
-N=$(awk '/requests in/ {print $1}' "$W/wrk.out")
+N=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")
 F=$(ls -t "$OUT/$NAME".cg.* | head -1)
 IR=$(callgrind_annotate "$F" 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
-grep -E 'requests in|Non-2xx' "$W/wrk.out"
+grep -E 'requests in|Non-2xx' "$WORK/wrk.out"
 echo "requests=$N instructions=$IR per_request=$((IR / N)) profile=$F"

@@ -31,8 +31,9 @@ CLIENT_CPU=${CLIENT_CPU:-1}
 PORTCULLIS=${PORTCULLIS:-target/release/portcullis}
 HELPER=${HELPER:-target/release/examples/bench_login}
 
-log() { echo "soak.sh: $*" >&2; }
-die() { log "$*"; exit 1; }
+SCRIPT=soak.sh
+# shellcheck source=benches/lib.sh
+source benches/lib.sh
 
 if ! command -v nginx >/dev/null || ! command -v wrk >/dev/null; then
   log "installing nginx and wrk"
@@ -52,33 +53,9 @@ ulimit -n "$(ulimit -Hn)"
 WORK=$(mktemp -d /tmp/portcullis-soak.XXXXXX)
 chmod 755 "$WORK"
 PIDS=()
-cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-  rm -rf "$WORK"
-}
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-free_port() {
-  local port
-  for _ in $(seq 1 200); do
-    port=$((20000 + RANDOM % 40000))
-    if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-      if ! grep -q "$(printf ':%04X ' "$port")" /proc/net/tcp 2>/dev/null; then echo "$port"; return; fi
-    fi
-  done
-  die "no free port found"
-}
-wait_status() {
-  local url=$1 want=$2 got
-  for _ in $(seq 1 100); do
-    got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 1 "$url" || true)
-    [ "$got" = "$want" ] && return 0
-    sleep 0.1
-  done
-  die "$url did not answer $want (last: $got)"
-}
 fds() { ls "/proc/$1/fd" 2>/dev/null | wc -l; }
 kb() { awk -v key="$2:" '$1 == key {print $2}' "/proc/$1/status"; }
 mib() { awk -v k="$1" 'BEGIN {printf "%.1f", k / 1024}'; }

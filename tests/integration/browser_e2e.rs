@@ -191,11 +191,11 @@ async fn browser_login_through_nginx_forward_auth() {
         ("127.0.0.1:4180".to_string(), gw_addr.to_string()),
         ("127.0.0.1:8080".to_string(), app.to_string()),
     ];
-    let (_nginx, https) = crate::deploy::start_nginx(&nginx, dir.path(), |https| {
+    let (_nginx, https) = crate::deploy::start_nginx(&nginx, dir.path(), |ports| {
         crate::deploy::nginx_config(
             &crate::deploy::deploy().join("nginx/nginx.conf"),
             dir.path(),
-            https,
+            ports,
             &upstreams,
         )
     })

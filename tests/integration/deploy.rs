@@ -369,16 +369,15 @@ fn nginx_substitutions(dir: &Path, https: u16, http: u16) -> Vec<(String, String
 }
 
 /// The example with its ports and paths replaced (and any `extra` replacements), written to `dir`;
-/// the HTTPS server listens on `https`.
+/// the HTTPS server listens on `https`, the plain-HTTP one (which the tests never use) on `http`.
 pub(crate) fn nginx_config(
     example: &Path,
     dir: &Path,
-    https: u16,
+    (https, http): (u16, u16),
     extra: &[(String, String)],
 ) -> PathBuf {
     let mut text = std::fs::read_to_string(example).unwrap();
-    // The plain-HTTP listener is never used by the tests; a port nothing binds keeps `nginx -t` happy.
-    let subs = nginx_substitutions(dir, https, UNUSED_PORT);
+    let subs = nginx_substitutions(dir, https, http);
     for (from, to) in subs.iter().chain(extra) {
         assert!(
             text.contains(from.as_str()),
@@ -392,25 +391,29 @@ pub(crate) fn nginx_config(
     path
 }
 
-/// A port number `nginx -t` is given but never binds.
-const UNUSED_PORT: u16 = 65_500;
+/// Port numbers `nginx -t` is given but never binds.
+const UNUSED_PORTS: (u16, u16) = (65_499, 65_500);
 
-/// Start nginx on a free port of its own: nginx cannot be handed a listener or bind port 0 and say
-/// which port it got, so a port is chosen, and when nginx finds it taken meanwhile (another test
-/// bound it), nginx exits and the next port is tried. `config_for(port)` writes the configuration.
+/// Start nginx on free ports of its own (HTTPS, and plain HTTP): nginx cannot be handed a listener
+/// or bind port 0 and say which port it got, so ports are chosen, and when nginx finds one taken
+/// meanwhile (another test bound it), nginx gives up and the next pair is tried.
+/// `config_for((https, http))` writes the configuration; the HTTPS port is returned.
 pub(crate) async fn start_nginx(
     nginx: &Path,
     dir: &Path,
-    config_for: impl Fn(u16) -> PathBuf,
+    config_for: impl Fn((u16, u16)) -> PathBuf,
 ) -> (Nginx, u16) {
-    let mut last_error = String::new();
-    for _ in 0..10 {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
             .local_addr()
             .unwrap()
-            .port();
-        let config = config_for(port);
+            .port()
+    };
+    let mut last_error = String::new();
+    for _ in 0..10 {
+        let (port, http) = (free(), free());
+        let config = config_for((port, http));
         let child = Command::new(nginx)
             .arg("-p")
             .arg(dir)
@@ -423,9 +426,12 @@ pub(crate) async fn start_nginx(
             .spawn()
             .unwrap();
         let mut nginx = Nginx(child);
+        // Listening means nginx itself holds the listening socket: a port released for nginx can be
+        // taken by another test's server first, and nginx then retries its bind for seconds before
+        // it gives up, alive all that time.
+        let pid = nginx.0.id();
         let up = eventually(Duration::from_secs(10), || {
-            matches!(nginx.0.try_wait(), Ok(Some(_)))
-                || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            matches!(nginx.0.try_wait(), Ok(Some(_))) || (listens(pid, port) && listens(pid, http))
         })
         .await;
         if up && matches!(nginx.0.try_wait(), Ok(None)) {
@@ -439,6 +445,36 @@ pub(crate) async fn start_nginx(
         }
     }
     panic!("nginx did not start:\n{last_error}");
+}
+
+/// Whether process `pid` holds a socket listening on 127.0.0.1:`port` (from /proc/net/tcp and the
+/// process's file descriptors).
+fn listens(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    let inodes: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            // local_address, state (0A: LISTEN), inode.
+            (fields.get(1) == Some(&local.as_str()) && fields.get(3) == Some(&"0A"))
+                .then(|| fields.get(9).map(|inode| format!("socket:[{inode}]")))
+                .flatten()
+        })
+        .collect();
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    fds.filter_map(Result::ok)
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .any(|link| {
+            inodes
+                .iter()
+                .any(|inode| link.as_os_str() == inode.as_str())
+        })
 }
 
 fn nginx_t(config: &Path) -> Command {
@@ -458,7 +494,7 @@ fn nginx_examples_pass_nginx_t() {
     for example in &examples {
         let dir = tempfile::tempdir().unwrap();
         // `nginx -t` binds nothing, so any port number will do.
-        let config = nginx_config(example, dir.path(), UNUSED_PORT - 1, &[]);
+        let config = nginx_config(example, dir.path(), UNUSED_PORTS, &[]);
         let report = passes(&mut nginx_t(&config));
         assert!(report.contains("test is successful"), "{report}");
 
@@ -570,11 +606,11 @@ async fn nginx_example_passes_only_the_gateways_identity() {
         ("127.0.0.1:4180".to_string(), gateway.to_string()),
         ("127.0.0.1:8080".to_string(), app.addr.to_string()),
     ];
-    let (_nginx, https) = start_nginx(&nginx, dir.path(), |https| {
+    let (_nginx, https) = start_nginx(&nginx, dir.path(), |ports| {
         nginx_config(
             &deploy().join("nginx/nginx.conf"),
             dir.path(),
-            https,
+            ports,
             &upstreams,
         )
     })

@@ -507,11 +507,11 @@ async fn nginx_in_front_of_the_gateway_logs_in_and_passes_only_its_identity() {
         ("127.0.0.1:4180".to_string(), gw_addr.to_string()),
         ("127.0.0.1:8080".to_string(), app.addr.to_string()),
     ];
-    let (_nginx, https) = crate::deploy::start_nginx(&nginx, dir.path(), |https| {
+    let (_nginx, https) = crate::deploy::start_nginx(&nginx, dir.path(), |ports| {
         crate::deploy::nginx_config(
             &crate::deploy::deploy().join("nginx/nginx.conf"),
             dir.path(),
-            https,
+            ports,
             &upstreams,
         )
     })

@@ -6,7 +6,8 @@
 # Needs valgrind, nginx, wrk and curl (Debian: valgrind nginx-light wrk curl); run after
 # `cargo build --release --bin portcullis` and then `cargo build --release --example bench_login`
 # (two builds: one would give the binary the development provider's test-only features). CONNS (default 4) and DURATION
-# (default 5s) tune the measured wrk run. Everything listens on free ports of 127.0.0.1.
+# (default 5s) tune the measured wrk run. FORWARD_AUTH=1 measures forward-auth checks instead: the
+# request nginx's auth_request sends, `GET /oauth2/auth` with `X-Original-URI: /` and the cookie. Everything listens on free ports of 127.0.0.1.
 # Read the result with `callgrind_annotate --inclusive=yes target/profile/NAME.cg.1`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +44,7 @@ cat >"$WORK/gw.toml" <<CONF
 [server]
 listen = "127.0.0.1:$GW"
 public_url = "http://127.0.0.1:$GW"
+$([[ ${FORWARD_AUTH:-0} == 1 ]] && echo 'trusted_proxies = ["127.0.0.1/32"]   # X-Original-URI is believed')
 [upstream]
 url = "http://127.0.0.1:$UP"
 [oidc]
@@ -72,11 +74,19 @@ COOKIE=$("$LOGIN" login "http://127.0.0.1:$GW" / 1 1 30 | sed -n 's/^cookie=//p'
 STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "http://127.0.0.1:$GW/")
 [[ $STATUS == 200 ]] || { echo "profile.sh: the session cookie got $STATUS" >&2; exit 1; }
 
+URL="http://127.0.0.1:$GW/"
+EXTRA=(-H 'Accept: text/html')
+if [[ ${FORWARD_AUTH:-0} == 1 ]]; then
+  URL="http://127.0.0.1:$GW/oauth2/auth"
+  EXTRA=(-H 'X-Original-URI: /')
+  STATUS=$(curl -s -o /dev/null -w '%{http_code}' -H "Cookie: $COOKIE" "${EXTRA[@]}" "$URL")
+  [[ $STATUS == 202 ]] || { echo "profile.sh: the forward-auth check got $STATUS" >&2; exit 1; }
+fi
+
 # Warm the pools and code paths, then count only the measured run.
-wrk -t1 -c4 -d2s -H "Cookie: $COOKIE" "http://127.0.0.1:$GW/" >/dev/null
+wrk -t1 -c4 -d2s -H "Cookie: $COOKIE" "${EXTRA[@]}" "$URL" >/dev/null
 callgrind_control -z "$GW_PID" >/dev/null 2>&1
-wrk -t1 -c"${CONNS:-4}" -d"${DURATION:-5s}" -H "Cookie: $COOKIE" -H 'Accept: text/html' \
-  "http://127.0.0.1:$GW/" >"$WORK/wrk.out"
+wrk -t1 -c"${CONNS:-4}" -d"${DURATION:-5s}" -H "Cookie: $COOKIE" "${EXTRA[@]}" "$URL" >"$WORK/wrk.out"
 callgrind_control -d "$GW_PID" >/dev/null 2>&1
 sleep 1
 N=$(awk '/requests in/ {print $1}' "$WORK/wrk.out")

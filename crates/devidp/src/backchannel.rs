@@ -62,7 +62,7 @@ pub(crate) fn claims(
 /// `claims` signed with the provider's current key, as a logout token.
 pub(crate) fn sign(shared: &Shared, claims: &Value) -> io::Result<String> {
     let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-    let mut header = Header::new(keys.current.alg);
+    let mut header = Header::new(keys.current.alg());
     header.kid = Some(keys.current.kid.clone());
     header.typ = Some("logout+jwt".into());
     jsonwebtoken::encode(&header, claims, &keys.current.encoding)

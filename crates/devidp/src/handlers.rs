@@ -188,10 +188,7 @@ fn discovery(shared: &Shared) -> Value {
         "response_modes_supported": ["query"],
         "grant_types_supported": grants,
         "subject_types_supported": ["public"],
-        "id_token_signing_alg_values_supported": [match shared.signing_algorithm {
-            super::SigningAlgorithm::Rs256 => "RS256",
-            super::SigningAlgorithm::Es256 => "ES256",
-        }],
+        "id_token_signing_alg_values_supported": [shared.signing_algorithm.name()],
         "token_endpoint_auth_methods_supported":
             ["client_secret_basic", "client_secret_post", "private_key_jwt", "none"],
         "token_endpoint_auth_signing_alg_values_supported": super::state::ASSERTION_ALGS,

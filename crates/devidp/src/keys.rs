@@ -1,7 +1,7 @@
 //! Signing keys of the development provider, the JWKS it publishes, and key helpers for tests.
 //!
-//! RSA 2048 (RS256) or P-256 (ES256) keys come from aws-lc-rs. jsonwebtoken's `EncodingKey::from_rsa_der` wants a PKCS#1
-//! `RSAPrivateKey`, while aws-lc-rs exports PKCS#8 only, so the key goes through a PKCS#8 PEM
+//! RSA 2048 (RS256) or P-256 (ES256) keys come from aws-lc-rs. jsonwebtoken's
+//! `EncodingKey::from_rsa_der` wants a PKCS#1 `RSAPrivateKey`, while aws-lc-rs exports PKCS#8 only, so the key goes through a PKCS#8 PEM
 //! (`from_rsa_pem` unwraps PKCS#8 itself): no hand-written DER surgery. EC keys go in as PKCS#8 DER.
 //! With the `misbehavior` feature, a second "rogue" key, never published, lets the provider sign with
 //! a key the JWKS lacks.
@@ -12,7 +12,7 @@ use aws_lc_rs::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_S
 use aws_lc_rs::{digest, rand};
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine as _;
-use jsonwebtoken::{Algorithm, EncodingKey};
+use jsonwebtoken::EncodingKey;
 use serde_json::{json, Value};
 
 use super::{Profile, SigningAlgorithm};
@@ -39,8 +39,8 @@ enum PublicJwk {
 /// One signing key with everything the provider publishes about it.
 pub(crate) struct SigningKey {
     pub(crate) kid: String,
-    /// The JWS `alg` it signs with.
-    pub(crate) alg: Algorithm,
+    /// The algorithm it signs with.
+    pub(crate) algorithm: SigningAlgorithm,
     pub(crate) encoding: EncodingKey,
     public: PublicJwk,
     /// SHA-1 thumbprint (base64url). There is no certificate, so it is taken over the key's
@@ -63,8 +63,11 @@ impl std::fmt::Debug for SigningKey {
 
 impl SigningKey {
     /// A fresh key for `alg` with a fresh kid in the style of `profile`.
-    pub(crate) fn generate(profile: Profile, alg: SigningAlgorithm) -> Result<Self, KeyError> {
-        let (alg, encoding, public, spki) = match alg {
+    pub(crate) fn generate(
+        profile: Profile,
+        algorithm: SigningAlgorithm,
+    ) -> Result<Self, KeyError> {
+        let (encoding, public, spki) = match algorithm {
             SigningAlgorithm::Rs256 => {
                 let pair =
                     KeyPair::generate(KeySize::Rsa2048).map_err(|_| KeyError("RSA generate"))?;
@@ -82,7 +85,7 @@ impl SigningKey {
                     n: URL_SAFE_NO_PAD.encode(&components.n),
                     e: URL_SAFE_NO_PAD.encode(&components.e),
                 };
-                (Algorithm::RS256, encoding, public, spki)
+                (encoding, public, spki)
             }
             SigningAlgorithm::Es256 => {
                 let pair = EcdsaKeyPair::generate(&ECDSA_P256_SHA256_FIXED_SIGNING)
@@ -102,19 +105,19 @@ impl SigningKey {
                     .public_key()
                     .as_der()
                     .map_err(|_| KeyError("SPKI export"))?;
-                (Algorithm::ES256, encoding, public, spki)
+                (encoding, public, spki)
             }
         };
         let x5t = URL_SAFE_NO_PAD
             .encode(digest::digest(&digest::SHA1_FOR_LEGACY_USE_ONLY, spki.as_ref()).as_ref());
-        // Asgardeo's kids are a thumbprint followed by `_RS256`.
+        // Asgardeo's kids are a thumbprint followed by the algorithm, such as `_RS256`.
         let kid = match profile {
             Profile::Standard => format!("dev-{}", random_token(9)?),
-            Profile::Asgardeo => format!("{}_{alg:?}", hex(&random_bytes::<20>()?)),
+            Profile::Asgardeo => format!("{}_{}", hex(&random_bytes::<20>()?), algorithm.name()),
         };
         Ok(SigningKey {
             kid,
-            alg,
+            algorithm,
             encoding,
             public,
             x5t,
@@ -123,9 +126,14 @@ impl SigningKey {
         })
     }
 
+    /// The JWS `alg` of its signatures.
+    pub(crate) fn alg(&self) -> jsonwebtoken::Algorithm {
+        self.algorithm.jws()
+    }
+
     /// The public JWK (RFC 7517 section 4, RFC 7518 section 6).
     pub(crate) fn jwk(&self, profile: Profile) -> Value {
-        let alg = format!("{:?}", self.alg);
+        let alg = self.algorithm.name();
         let mut jwk = match &self.public {
             PublicJwk::Rsa { n, e } => json!({
                 "kty": "RSA", "kid": self.kid, "use": "sig", "alg": alg, "n": n, "e": e,
@@ -273,7 +281,7 @@ mod tests {
         let Ok(key) = SigningKey::generate(Profile::Standard, SigningAlgorithm::Es256) else {
             panic!("keygen")
         };
-        assert_eq!(key.alg, Algorithm::ES256);
+        assert_eq!(key.alg(), Algorithm::ES256);
         let claims = C {
             sub: "x".into(),
             exp: jsonwebtoken::get_current_timestamp() + 60,

@@ -118,6 +118,23 @@ pub enum SigningAlgorithm {
     Es256,
 }
 
+impl SigningAlgorithm {
+    /// The JWS `alg` (RFC 7518 section 3.1).
+    pub fn name(self) -> &'static str {
+        match self {
+            SigningAlgorithm::Rs256 => "RS256",
+            SigningAlgorithm::Es256 => "ES256",
+        }
+    }
+
+    pub(crate) fn jws(self) -> jsonwebtoken::Algorithm {
+        match self {
+            SigningAlgorithm::Rs256 => jsonwebtoken::Algorithm::RS256,
+            SigningAlgorithm::Es256 => jsonwebtoken::Algorithm::ES256,
+        }
+    }
+}
+
 /// What the provider calls itself when it is reached under other names than its address: the
 /// issuer's origin (`iss` and discovery's `issuer`) and the endpoints' origin. The standard profile
 /// serves every endpoint under the issuer's origin; the Asgardeo profile under the endpoints' origin,

@@ -468,7 +468,7 @@ fn id_token(
         now,
     );
     let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-    let mut header = Header::new(keys.current.alg);
+    let mut header = Header::new(keys.current.alg());
     header.kid = Some(keys.current.kid.clone());
     if shared.profile == Profile::Asgardeo {
         header.x5t = Some(keys.current.x5t.clone());
@@ -516,7 +516,7 @@ fn jwt_access_token(
         now,
     );
     let keys = shared.keys.read().unwrap_or_else(|e| e.into_inner());
-    let mut header = Header::new(keys.current.alg);
+    let mut header = Header::new(keys.current.alg());
     header.typ = Some("at+jwt".into());
     header.kid = Some(keys.current.kid.clone());
     let claims = Value::Object(claims);

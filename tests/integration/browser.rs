@@ -296,17 +296,11 @@ impl Browser {
 /// client's, not the gateway's) and code exchange.
 pub async fn api_token(provider: &DevProvider, user: &str) -> String {
     let http = client();
-    let discovery: serde_json::Value = http
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            provider.issuer()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let discovery = get_json(&format!(
+        "{}/.well-known/openid-configuration",
+        provider.issuer()
+    ))
+    .await;
     let mut authorize = Url::parse(discovery["authorization_endpoint"].as_str().unwrap()).unwrap();
     authorize
         .query_pairs_mut()

@@ -477,6 +477,24 @@ fn listens(pid: u32, port: u16) -> bool {
         })
 }
 
+/// A real nginx running deploy/nginx/nginx.conf in `dir`, its gateway and app upstreams
+/// (`127.0.0.1:4180`, `127.0.0.1:8080`) replaced by `gateway` and `app`; returns it and its HTTPS port.
+pub(crate) async fn start_example_nginx(
+    nginx: &Path,
+    dir: &Path,
+    gateway: SocketAddr,
+    app: SocketAddr,
+) -> (Nginx, u16) {
+    let upstreams = [
+        ("127.0.0.1:4180".to_string(), gateway.to_string()),
+        ("127.0.0.1:8080".to_string(), app.to_string()),
+    ];
+    start_nginx(nginx, dir, |ports| {
+        nginx_config(&deploy().join("nginx/nginx.conf"), dir, ports, &upstreams)
+    })
+    .await
+}
+
 fn nginx_t(config: &Path) -> Command {
     let mut cmd = Command::new(required("nginx", "nginx"));
     cmd.arg("-t")
@@ -602,19 +620,7 @@ async fn nginx_example_passes_only_the_gateways_identity() {
     let app = TestUpstream::start("app").await;
     let (gateway, asked) = stand_in_gateway().await;
     let dir = tempfile::tempdir().unwrap();
-    let upstreams = [
-        ("127.0.0.1:4180".to_string(), gateway.to_string()),
-        ("127.0.0.1:8080".to_string(), app.addr.to_string()),
-    ];
-    let (_nginx, https) = start_nginx(&nginx, dir.path(), |ports| {
-        nginx_config(
-            &deploy().join("nginx/nginx.conf"),
-            dir.path(),
-            ports,
-            &upstreams,
-        )
-    })
-    .await;
+    let (_nginx, https) = start_example_nginx(&nginx, dir.path(), gateway, app.addr).await;
     let cert = std::fs::read(dir.path().join("cert.pem")).unwrap();
     let client = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(&cert).unwrap()])

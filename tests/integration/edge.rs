@@ -503,19 +503,8 @@ async fn nginx_in_front_of_the_gateway_logs_in_and_passes_only_its_identity() {
     let gw_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw_addr = gw_listener.local_addr().unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let upstreams = [
-        ("127.0.0.1:4180".to_string(), gw_addr.to_string()),
-        ("127.0.0.1:8080".to_string(), app.addr.to_string()),
-    ];
-    let (_nginx, https) = crate::deploy::start_nginx(&nginx, dir.path(), |ports| {
-        crate::deploy::nginx_config(
-            &crate::deploy::deploy().join("nginx/nginx.conf"),
-            dir.path(),
-            ports,
-            &upstreams,
-        )
-    })
-    .await;
+    let (_nginx, https) =
+        crate::deploy::start_example_nginx(&nginx, dir.path(), gw_addr, app.addr).await;
     let base = format!("https://app.example.com:{https}");
     // carol's long claim makes a session of several cookies.
     let mut bio = serde_json::Map::new();

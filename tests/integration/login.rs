@@ -120,27 +120,13 @@ async fn full_login_against_a_provider_signing_with_es256() {
     })
     .await;
     // The provider really signed with ES256: its discovery and JWKS say so.
-    let client = reqwest::Client::new();
-    let meta: serde_json::Value = client
-        .get(format!(
-            "{}/.well-known/openid-configuration",
-            s.provider.issuer()
-        ))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let meta = get_json(&format!(
+        "{}/.well-known/openid-configuration",
+        s.provider.issuer()
+    ))
+    .await;
     assert_eq!(meta["id_token_signing_alg_values_supported"][0], "ES256");
-    let jwks: serde_json::Value = client
-        .get(meta["jwks_uri"].as_str().unwrap())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let jwks = get_json(meta["jwks_uri"].as_str().unwrap()).await;
     assert_eq!(jwks["keys"][0]["kty"], "EC");
     assert_eq!(jwks["keys"][0]["crv"], "P-256");
 }

@@ -230,6 +230,13 @@ secret = "{SECRET}"
 }
 
 /// The status of a request's response.
+/// The JSON document at `url`, fetched with a plain client.
+pub async fn get_json(url: &str) -> serde_json::Value {
+    let r = client().get(url).send().await.unwrap();
+    assert!(r.status().is_success(), "GET {url}: {}", r.status());
+    r.json().await.unwrap()
+}
+
 pub async fn status_of(request: reqwest::RequestBuilder) -> u16 {
     request.send().await.unwrap().status().as_u16()
 }

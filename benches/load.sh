@@ -13,7 +13,8 @@
 # Shapes: wrk -t1 at -c50, -c1 and -c$WIDE (1000); h2load -c10 -m10 over HTTP/2 cleartext (prior
 # knowledge); nginx auth_request to portcullis's /oauth2/auth beside auth_request to a static 202
 # (skipped, with a log line, when the gateway does not answer /oauth2/auth); real logins through
-# portcullis and through mod_auth_openidc against the same development provider.
+# portcullis and through mod_auth_openidc against the same development provider; and at -c50 the
+# floor, a program that forwards the bytes and checks nothing (examples/bench_login.rs), as a yardstick.
 #
 # Everything listens on 127.0.0.1 (free high ports). Servers are pinned to CPU $SERVER_CPU, the load
 # generators and the provider to $CLIENT_CPU. Installs nginx, wrk, redis-server, h2load (nghttp2-client),
@@ -139,6 +140,7 @@ reset_peak() {
 UP_PORT=$(free_port); NGX_PORT=$(free_port); NGX_H2_PORT=$(free_port); GW_PORT=$(free_port)
 PROV_PORT=$(free_port); GWR_PORT=$(free_port); REDIS_PORT=$(free_port); GWFA_PORT=$(free_port)
 FA_GW_PORT=$(free_port); FA_STATIC_PORT=$(free_port); AUTH202_PORT=$(free_port); AP_PORT=$(free_port)
+FLOOR_PORT=$(free_port)
 BODY="portcullis load benchmark: a small response from the upstream, about one hundred bytes long!!"
 
 nginx_conf() { # name, http block contents
@@ -347,7 +349,7 @@ ProxyPreserveHost On
 EOF
 
 log "starting upstream :$UP_PORT, nginx proxy :$NGX_PORT (HTTP/2 :$NGX_H2_PORT), provider :$PROV_PORT, portcullis :$GW_PORT, portcullis on Redis :$GWR_PORT, redis :$REDIS_PORT"
-log "forward-auth: nginx :$FA_GW_PORT -> portcullis :$GWFA_PORT, nginx :$FA_STATIC_PORT -> 202 :$AUTH202_PORT; Apache mod_auth_openidc :$AP_PORT"
+log "forward-auth: nginx :$FA_GW_PORT -> portcullis :$GWFA_PORT, nginx :$FA_STATIC_PORT -> 202 :$AUTH202_PORT; Apache mod_auth_openidc :$AP_PORT; floor :$FLOOR_PORT"
 taskset -c "$SERVER_CPU" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
   --dir "$WORK" --logfile "$WORK/redis.log" &
 REDIS_PID=$!; PIDS+=("$REDIS_PID")
@@ -376,6 +378,9 @@ start_gateway gateway; GW_PID=$GATEWAY_PID
 start_gateway gateway-forward-auth; GWFA_PID=$GATEWAY_PID
 for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
 start_gateway gateway-redis; GWR_PID=$GATEWAY_PID
+# The floor: request heads forwarded as they came, answers copied back, nothing checked.
+taskset -c "$SERVER_CPU" "$HELPER" floor "$FLOOR_PORT" "$UP_PORT" >/dev/null 2>"$WORK/floor.log" &
+FLOOR_PID=$!; PIDS+=("$FLOOR_PID")
 
 wait_status "http://127.0.0.1:$UP_PORT/" 200
 wait_status "http://127.0.0.1:$NGX_PORT/" 200
@@ -384,6 +389,7 @@ wait_status "http://127.0.0.1:$PROV_PORT/.well-known/openid-configuration" 200
 wait_status "http://127.0.0.1:$GW_PORT/readyz" 200
 wait_status "http://127.0.0.1:$GWR_PORT/readyz" 200
 wait_status "http://127.0.0.1:$GWFA_PORT/readyz" 200
+wait_status "http://127.0.0.1:$FLOOR_PORT/" 200
 # Apache reads the provider's metadata on the first login, so it starts after the provider is up.
 taskset -c "$SERVER_CPU" "$APACHE" -d "$WORK/apache" -f "$WORK/apache/httpd.conf" -DFOREGROUND \
   >>"$WORK/apache/error.log" 2>&1 &
@@ -478,10 +484,11 @@ variant fa-portcullis "http://127.0.0.1:$FA_GW_PORT/" "$NGXFA_PID $GWFA_PID" "$C
   "(f) nginx auth_request to portcullis"
 # Apache's session is renewed each round (apache_login), so its cookie is read when a row starts.
 variant apache "http://127.0.0.1:$AP_PORT/" "$AP_PID" "" "(g) Apache mod_auth_openidc, session"
+variant floor "http://127.0.0.1:$FLOOR_PORT/" "$FLOOR_PID" "$COOKIE" "(h) floor: bytes forwarded, nothing checked"
 
 # A row: variant and shape (c<N>: wrk -t1 -c<N>; h2: h2load -c$H2_CLIENTS -m$H2_STREAMS). Each round
 # runs every row once, in this order.
-ROWS=("direct c50" "nginx c50" "portcullis c50" "redis c50")
+ROWS=("direct c50" "nginx c50" "portcullis c50" "redis c50" "floor c50")
 [ -n "$APACHE_ON" ] && ROWS+=("apache c50")
 ROWS+=("direct c1" "nginx c1" "portcullis c1" "redis c1")
 ROWS+=("nginx c$WIDE" "portcullis c$WIDE" "redis c$WIDE")
@@ -703,5 +710,9 @@ if [ -n "$APACHE_ON" ]; then
   check "logins/s, portcullis / mod_auth_openidc" "$(mratio "${LOGIN_RATE[portcullis]}" "${LOGIN_RATE[apache]}")" ge 2
   check "c50 proxied req/s, portcullis / mod_auth_openidc" "$(mratio "${RPS[portcullis c50]}" "${RPS[apache c50]}")" ge 5
 fi
+# The floor is no target: it shows what forwarding the bytes alone costs a tokio program here.
+echo
+echo "The floor (h) beside nginx at c50: req/s $(mratio "${RPS[floor c50]}" "${RPS[nginx c50]}"), CPU per request \
+$(mratio "${CPU[floor c50]}" "${CPU[nginx c50]}"); portcullis's CPU per request is $(mratio "${CPU[portcullis c50]}" "${CPU[floor c50]}") times the floor's."
 echo
 echo "Raw samples (req/s): $(for row in "${ROWS[@]}"; do printf '%s: %s; ' "$row" "${RPS[$row]}"; done)"

@@ -11,6 +11,12 @@
 //!     Perform COUNT full logins (gateway -> provider form -> callback), CONCURRENCY at a time, stopping
 //!     early after TIME_LIMIT_SECS. Prints `cookie=<Cookie header of the last session>` and
 //!     `logins=<n> seconds=<wall> logins_per_sec=<rate>` on stdout.
+//! bench_login floor PORT UPSTREAM_PORT
+//!     The floor of the proxied rows: on 127.0.0.1:PORT, forward each request head as it arrived to
+//!     an upstream connection of its own on 127.0.0.1:UPSTREAM_PORT and copy the answer back, on one
+//!     thread. It checks nothing (no session, no header rewrite, no validation beyond parsing, no
+//!     request bodies, Content-Length answers only): what moving the bytes costs any proxy built on
+//!     tokio here, for the report's comparison. Not a proxy to run anywhere else.
 //! ```
 //!
 //! The login follows the redirects a browser would, carrying the cookies of the first answer to the
@@ -27,11 +33,20 @@ use devidp::{
     DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, SigningAlgorithm,
 };
 use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
 fn main() -> Result<(), Error> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if let ["floor", port, upstream] = args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        let (port, upstream): (u16, u16) = (port.parse()?, upstream.parse()?);
+        return tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?
+            .block_on(floor(port, upstream));
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -61,7 +76,8 @@ fn main() -> Result<(), Error> {
         )),
         _ => Err(
             "usage: bench_login provider PORT (REDIRECT_URIS CLIENT_ID CLIENT_SECRET)... | \
-                  bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS"
+                  bench_login login GATEWAY_URL PATH COUNT CONCURRENCY TIME_LIMIT_SECS | \
+                  bench_login floor PORT UPSTREAM_PORT"
                 .into(),
         ),
     }
@@ -95,6 +111,97 @@ async fn provider(port: u16, clients: Vec<DevClient>) -> Result<(), Error> {
     .await;
     provider.shutdown().await;
     Ok(())
+}
+
+async fn floor(port: u16, upstream: u16) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("floor ready");
+    loop {
+        let (client, _) = listener.accept().await?;
+        tokio::spawn(async move {
+            // A load generator that stops resets its connections: that ends one, nothing more.
+            match floor_connection(client, upstream).await {
+                Err(e)
+                    if !e.downcast_ref::<std::io::Error>().is_some_and(|e| {
+                        matches!(
+                            e.kind(),
+                            std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                        )
+                    }) =>
+                {
+                    eprintln!("floor: {e}");
+                }
+                _ => {}
+            }
+        });
+    }
+}
+
+/// Head after head from `client`, each sent on to the upstream as it came and answered with the
+/// upstream's bytes; ends when either side closes or sends what it cannot handle.
+async fn floor_connection(mut client: TcpStream, upstream: u16) -> Result<(), Error> {
+    client.set_nodelay(true)?;
+    let mut up = TcpStream::connect(("127.0.0.1", upstream)).await?;
+    up.set_nodelay(true)?;
+    let (mut request, mut response) = (vec![0; 16 * 1024], vec![0; 16 * 1024]);
+    let mut filled = 0;
+    loop {
+        let head = loop {
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Request::new(&mut fields);
+            if let httparse::Status::Complete(len) = parsed.parse(&request[..filled])? {
+                let body = parsed.headers.iter().any(|h| {
+                    h.name.eq_ignore_ascii_case("transfer-encoding")
+                        || (h.name.eq_ignore_ascii_case("content-length") && h.value != b"0")
+                });
+                if body {
+                    return Err("request bodies are not forwarded".into());
+                }
+                break len;
+            }
+            if filled == request.len() {
+                return Err("request head too large".into());
+            }
+            match client.read(&mut request[filled..]).await? {
+                0 => return Ok(()),
+                n => filled += n,
+            }
+        };
+        up.write_all(&request[..head]).await?;
+        request.copy_within(head..filled, 0);
+        filled -= head;
+        let mut got = 0;
+        let end = loop {
+            if got == response.len() {
+                return Err("response too large".into());
+            }
+            match up.read(&mut response[got..]).await? {
+                0 => return Err("the upstream closed".into()),
+                n => got += n,
+            }
+            let mut fields = [httparse::EMPTY_HEADER; 64];
+            let mut parsed = httparse::Response::new(&mut fields);
+            if let httparse::Status::Complete(len) = parsed.parse(&response[..got])? {
+                let length = parsed
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| std::str::from_utf8(h.value).ok()?.parse::<usize>().ok())
+                    .ok_or("answers without Content-Length are not forwarded")?;
+                break len + length;
+            }
+        };
+        if end > response.len() {
+            return Err("response too large".into());
+        }
+        while got < end {
+            match up.read(&mut response[got..end]).await? {
+                0 => return Err("the upstream closed".into()),
+                n => got += n,
+            }
+        }
+        client.write_all(&response[..end]).await?;
+    }
 }
 
 async fn logins(

@@ -19,6 +19,25 @@ use crate::support::*;
 pub const AWKWARD_SECRET: &str = "s3cr+t/with:all%the&odd bits é€";
 pub const CLIENT_ID: &str = "portcullis-test";
 
+/// The development provider on a free port of 127.0.0.1 with the test client registered:
+/// `CLIENT_ID`, `client_secret_basic` with `AWKWARD_SECRET`, for `redirect_uris`; `options` sets
+/// the rest.
+pub async fn test_provider(redirect_uris: Vec<String>, options: DevProviderOptions) -> DevProvider {
+    DevProvider::start(
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        DevProviderOptions {
+            clients: vec![DevClient {
+                client_id: CLIENT_ID.into(),
+                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
+                redirect_uris,
+            }],
+            ..options
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// How the gateway authenticates at the token endpoint in a test.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Auth {

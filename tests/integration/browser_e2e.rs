@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, DEMO_PASSWORD};
 use tokio::net::TcpListener;
 
-use crate::browser::{logs, wait_ready, AWKWARD_SECRET, CLIENT_ID};
+use crate::browser::{logs, test_provider, wait_ready, AWKWARD_SECRET, CLIENT_ID};
 use crate::node::{NodeProcess, OidcProvider, OpClient};
 use crate::support::*;
 
@@ -190,19 +190,7 @@ async fn browser_login_through_nginx_forward_auth() {
     let (_nginx, https) =
         crate::deploy::start_example_nginx(&nginx, dir.path(), gw_addr, app).await;
     let base = format!("https://app.example.com:{https}");
-    let provider = DevProvider::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        DevProviderOptions {
-            clients: vec![DevClient {
-                client_id: CLIENT_ID.into(),
-                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
-                redirect_uris: vec![format!("{base}/oauth2/callback")],
-            }],
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let provider = test_provider(vec![format!("{base}/oauth2/callback")], Default::default()).await;
     let oidc = format!(
         "issuer = \"{}\"\nclient_id = \"{CLIENT_ID}\"\nclient_auth = \"client_secret_basic\"\nclient_secret = {AWKWARD_SECRET:?}",
         provider.issuer()

@@ -1038,11 +1038,9 @@ async fn asgardeo_login(b: &crate::browser::Browser, protected: &str) -> reqwest
 #[tokio::test]
 #[ignore = "runs inside the namespace readme_asgardeo_configuration_signs_in sets up"]
 async fn asgardeo_inside_a_namespace() {
-    use crate::browser::{wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
+    use crate::browser::{test_provider, wait_ready, Browser, AWKWARD_SECRET};
     use crate::support::GatewayProcess;
-    use devidp::{
-        DevClient, DevClientAuth, DevProvider, DevProviderOptions, Profile, PublicOrigins,
-    };
+    use devidp::{DevProviderOptions, Profile, PublicOrigins};
 
     let dir = PathBuf::from(
         std::env::var_os(ASGARDEO_DIR_VAR)
@@ -1059,17 +1057,12 @@ async fn asgardeo_inside_a_namespace() {
 
     // In this namespace every port is ours: fixed ones do.
     let (public_url, changed_url) = ("http://localhost:4180", "http://localhost:4181");
-    let provider = DevProvider::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    let provider = test_provider(
+        vec![
+            format!("{public_url}/oauth2/callback"),
+            format!("{changed_url}/oauth2/callback"),
+        ],
         DevProviderOptions {
-            clients: vec![DevClient {
-                client_id: CLIENT_ID.into(),
-                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
-                redirect_uris: vec![
-                    format!("{public_url}/oauth2/callback"),
-                    format!("{changed_url}/oauth2/callback"),
-                ],
-            }],
             profile: Profile::Asgardeo,
             public_origins: Some(PublicOrigins {
                 issuer: "https://accounts.asgardeo.io".into(),
@@ -1078,8 +1071,7 @@ async fn asgardeo_inside_a_namespace() {
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     tls_front(&dir, provider.addr()).await;
     let issuer = format!("https://accounts.asgardeo.io/t/{ASGARDEO_ORG}/oauth2/token");
     assert_eq!(provider.issuer(), issuer);

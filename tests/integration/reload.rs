@@ -5,14 +5,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions};
+use devidp::DevProvider;
 use http_body_util::{BodyExt as _, Empty};
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject as _;
 use rustls::pki_types::{CertificateDer, ServerName};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
-use crate::browser::{log_text, logs, wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID};
+use crate::browser::{
+    log_text, logs, test_provider, wait_ready, Browser, AWKWARD_SECRET, CLIENT_ID,
+};
 use crate::servers::TestCa;
 use crate::support::*;
 
@@ -67,19 +69,11 @@ async fn get_on(
 
 #[tokio::test]
 async fn sighup_applies_a_new_configuration_without_dropping_anything() {
-    let provider = DevProvider::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
-        DevProviderOptions {
-            clients: vec![DevClient {
-                client_id: CLIENT_ID.into(),
-                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
-                redirect_uris: vec![format!("{PUBLIC_URL}/oauth2/callback")],
-            }],
-            ..Default::default()
-        },
+    let provider = test_provider(
+        vec![format!("{PUBLIC_URL}/oauth2/callback")],
+        Default::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let up = TestUpstream::start("app").await;
     let routes = "[[routes]]\npath = \"^/hold\"\npolicy = \"public\"\n\
                   [[routes]]\npath = \"^/old\"\npolicy = \"public\"\n";

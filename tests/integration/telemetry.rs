@@ -13,9 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine as _;
-use devidp::{DevClient, DevClientAuth, DevProvider, DevProviderOptions, DEMO_USERS};
+use devidp::{DevProviderOptions, DEMO_USERS};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 
 use crate::browser::*;
 use crate::support::*;
@@ -765,20 +765,14 @@ async fn json_logs_at_trace_hold_no_secret_and_every_line_parses() {
     // the browser follows the provider's redirect to the gateway's real address instead (cookies
     // are not bound to ports).
     const PUBLIC_URL: &str = "http://localhost:9";
-    let provider = DevProvider::start(
-        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    let provider = test_provider(
+        vec![format!("{PUBLIC_URL}/oauth2/callback")],
         DevProviderOptions {
-            clients: vec![DevClient {
-                client_id: CLIENT_ID.into(),
-                auth: DevClientAuth::SecretBasic(AWKWARD_SECRET.into()),
-                redirect_uris: vec![format!("{PUBLIC_URL}/oauth2/callback")],
-            }],
             issue_refresh_token: true,
             ..Default::default()
         },
     )
-    .await
-    .unwrap();
+    .await;
     let up = TestUpstream::start("app").await;
     let toml = format!(
         r#"

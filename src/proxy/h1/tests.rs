@@ -109,6 +109,14 @@ async fn drain(
     (data, trailers, body.take_reusable())
 }
 
+/// `GET /` on a new connection to an upstream that gives `answer` (see [`upstream`] for `hold`), read
+/// to its end: the body, and the connection if it may be reused.
+async fn answered(answer: &'static [u8], hold: bool) -> (Vec<u8>, Option<Connection<TcpStream>>) {
+    let (addr, _task) = upstream(vec![answer], hold).await;
+    let (data, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
+    (data, conn)
+}
+
 #[tokio::test]
 async fn a_content_length_response_is_read_and_the_connection_reused() {
     let (addr, task) = upstream(
@@ -262,24 +270,22 @@ async fn framing_conflicts_and_bad_lengths_are_refused() {
         );
     }
     // Repeated equal values are one length.
-    let (addr, _task) = upstream(
-        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok"],
+    let (data, conn) = answered(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\nContent-Length: 2\r\n\r\nok",
         true,
     )
     .await;
-    let (data, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
     assert_eq!(data, b"ok");
     assert!(conn.is_some());
 }
 
 #[tokio::test]
 async fn a_transfer_coding_not_ending_in_chunked_is_read_until_close() {
-    let (addr, _task) = upstream(
-        vec![b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nraw bytes"],
+    let (data, conn) = answered(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\nraw bytes",
         false,
     )
     .await;
-    let (data, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
     assert_eq!(data, b"raw bytes");
     assert!(conn.is_none());
 }
@@ -318,12 +324,11 @@ async fn keep_alive_follows_version_and_connection() {
 
 #[tokio::test]
 async fn bytes_after_the_body_make_the_connection_unusable() {
-    let (addr, _task) = upstream(
-        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n"],
+    let (data, conn) = answered(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nxHTTP/1.1 200 OK\r\n",
         true,
     )
     .await;
-    let (data, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
     assert_eq!(data, b"x");
     assert!(conn.is_none());
 }
@@ -562,12 +567,7 @@ use std::time::Duration;
 #[tokio::test]
 async fn a_reused_connection_closed_by_the_upstream_gives_an_idempotent_request_back() {
     // One answer, then the upstream closes: the connection looks fine until it is used again.
-    let (addr, _task) = upstream(
-        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"],
-        false,
-    )
-    .await;
-    let (_, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
+    let (_, conn) = answered(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", false).await;
     let conn = conn.unwrap();
     // Give the close time to arrive, bounded.
     let mut conn = conn;
@@ -579,12 +579,7 @@ async fn a_reused_connection_closed_by_the_upstream_gives_an_idempotent_request_
     }
     assert!(!conn.is_usable(), "the close is seen on an idle connection");
 
-    let (addr, _task) = upstream(
-        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"],
-        false,
-    )
-    .await;
-    let (_, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
+    let (_, conn) = answered(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", false).await;
     let conn = conn.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     match conn.send(get("/again")).await {
@@ -593,12 +588,7 @@ async fn a_reused_connection_closed_by_the_upstream_gives_an_idempotent_request_
         Ok(r) => panic!("answered: {}", r.status()),
     }
 
-    let (addr, _task) = upstream(
-        vec![b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx"],
-        false,
-    )
-    .await;
-    let (_, _, conn) = drain(send(connect(addr).await, get("/")).await.into_body()).await;
+    let (_, conn) = answered(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\nx", false).await;
     let conn = conn.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let post = Request::post("/again").body(Empty::<Bytes>::new()).unwrap();
